@@ -1,0 +1,133 @@
+"""Command line: ``python -m xtcdr replicate [--profile quick|paper] [--dataset NAME] [--out reports]``.
+
+Runs every notebook that exists in ``notebooks/`` with papermill (executed copies go to
+``<out>/notebooks/``, never over the sources), passing the parameters of each run, then writes
+``<out>/REPLICATION.md`` from the saved tables. A failing notebook stops the run with its name
+and the failing cell's error.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+
+# (notebook stem, parameters) per profile. Each task's notebook runs on its own dataset.
+PLANS: dict[str, list[tuple[str, dict]]] = {
+    "quick": [
+        ("01_data_and_pairing", {"dataset": "synthetic_drugs"}),
+        ("02_model_and_losses", {}),
+        ("03_training", {"dataset": "synthetic_drugs"}),
+        ("04_sciplex_evaluation", {"dataset": "synthetic_drugs"}),
+        ("05_genetic_perturbation", {"dataset": "synthetic_genes"}),
+        ("06_combinatorial", {"dataset": "synthetic_combo"}),
+        ("07_ablations", {"dataset": "synthetic_drugs"}),
+    ],
+    "paper": [
+        ("01_data_and_pairing", {"dataset": "sciplex3"}),
+        ("02_model_and_losses", {}),
+        ("03_training", {"dataset": "sciplex3"}),
+        ("04_sciplex_evaluation", {"dataset": "sciplex3"}),
+        ("04_sciplex_evaluation", {"dataset": "sciplex4"}),
+        ("05_genetic_perturbation", {"dataset": "replogle_k562"}),
+        ("05_genetic_perturbation", {"dataset": "replogle_rpe1"}),
+        ("06_combinatorial", {"dataset": "norman2019"}),
+        ("07_ablations", {"dataset": "sciplex3"}),
+    ],
+}
+# notebooks of the drug-transfer path, which --dataset redirects
+DATASET_NOTEBOOKS = ("01_data_and_pairing", "03_training", "04_sciplex_evaluation", "07_ablations")
+
+
+def plan(profile: str, dataset: str | None = None, only: list[str] | None = None,
+         seeds: int | None = None, notebook_dir: Path = NOTEBOOK_DIR) -> list[tuple[str, dict, str]]:
+    """The runs: (notebook stem, parameters, output name) for notebooks that exist."""
+    runs, seen = [], set()
+    for stem, params in PLANS[profile]:
+        if not (notebook_dir / f"{stem}.ipynb").exists():
+            continue
+        if only and not any(stem.startswith(o) for o in only):
+            continue
+        params = dict(params, profile=profile)
+        if dataset and stem in DATASET_NOTEBOOKS:
+            params["dataset"] = dataset
+        if seeds is not None:
+            params["n_seeds"] = seeds
+        key = (stem, params.get("dataset"))
+        if key in seen:
+            continue
+        seen.add(key)
+        runs.append((stem, params))
+    counts = {s: sum(1 for r in runs if r[0] == s) for s, _ in runs}
+    return [(s, p, s if counts[s] == 1 else f"{s}_{p['dataset']}") for s, p in runs]
+
+
+def replicate(profile: str = "quick", dataset: str | None = None, out: str = "reports",
+              only: list[str] | None = None, seeds: int | None = None) -> int:
+    import papermill as pm
+
+    from .datasets import names
+    from .report import write_replication
+
+    if profile not in PLANS:
+        print(f"unknown profile {profile!r}; valid: {sorted(PLANS)}", file=sys.stderr)
+        return 2
+    if dataset is not None and dataset not in names():
+        print(f"unknown dataset {dataset!r}; valid: {names()}", file=sys.stderr)
+        return 2
+    out_dir = Path(out).resolve()
+    (out_dir / "notebooks").mkdir(parents=True, exist_ok=True)
+    runs = plan(profile, dataset, only, seeds)
+    if not runs:
+        print(f"no notebooks to run in {NOTEBOOK_DIR}", file=sys.stderr)
+        return 2
+    for stem, params, name in runs:
+        declared = pm.inspect_notebook(str(NOTEBOOK_DIR / f"{stem}.ipynb"))
+        params = {k: v for k, v in params.items() if k in declared}
+        if "out_dir" in declared:
+            params["out_dir"] = str(out_dir)
+        target = out_dir / "notebooks" / f"{name}.ipynb"
+        print(f"[replicate] {name}  {params}", flush=True)
+        t0 = time.perf_counter()
+        try:
+            pm.execute_notebook(str(NOTEBOOK_DIR / f"{stem}.ipynb"), str(target), parameters=params,
+                                cwd=str(NOTEBOOK_DIR), kernel_name="python3", progress_bar=False)
+        except pm.PapermillExecutionError as err:
+            print(f"[replicate] FAILED: notebook {stem} (run {name}), cell {err.cell_index} "
+                  f"(execution count {err.exec_count}):\n  {err.ename}: {err.evalue}\n"
+                  f"  executed copy with the traceback: {target}", file=sys.stderr)
+            return 1
+        print(f"[replicate] {name} done in {time.perf_counter() - t0:.0f} s", flush=True)
+    path = write_replication(out_dir)
+    print(f"[replicate] wrote {path}")
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m xtcdr", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    rep = sub.add_parser("replicate", help="run the notebooks with papermill and write reports/")
+    rep.add_argument("--profile", default="quick", choices=sorted(PLANS),
+                     help="quick: CPU minutes on the synthetic twins; paper: the paper's settings "
+                          "on the real datasets (GPU)")
+    rep.add_argument("--dataset", default=None,
+                     help=f"dataset for notebooks {', '.join(s[:2] for s in DATASET_NOTEBOOKS)}")
+    rep.add_argument("--out", default="reports", help="output folder (default: reports)")
+    rep.add_argument("--notebooks", default=None,
+                     help="comma-separated notebook prefixes to run, e.g. 01,04 (default: all)")
+    rep.add_argument("--seeds", type=int, default=None, help="number of training seeds (n_seeds)")
+    rep.add_argument("--report-only", action="store_true",
+                     help="only regenerate REPLICATION.md from the saved tables")
+    args = parser.parse_args(argv)
+    if args.report_only:
+        from .report import write_replication
+        print(write_replication(Path(args.out)))
+        return 0
+    only = args.notebooks.split(",") if args.notebooks else None
+    return replicate(args.profile, args.dataset, args.out, only, args.seeds)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""The paper's loss terms (Eqs. 1-6), one named function each.
+
+Notation: a pair holds cells ``x_a`` and ``x_b`` of the same context under perturbations a != b,
+and control cells ``x_ctrl_a``, ``x_ctrl_b`` of that context. ``S = E_s(x)``, ``P = E_p(x)``.
+
+====================  ==========================================================  ============
+term (key)            equation                                                    paper
+====================  ==========================================================  ============
+``orth``              mean_i (P_i^a . S_i^a)^2 + (P_i^b . S_i^b)^2                 Eq. 1
+``sim``               KL(softmax S^a || softmax S^b), batch mean                   Eq. 2
+``reco_basal``        MSE(D(S^a), x_ctrl_a) + MSE(D(S^b), x_ctrl_b)                Eq. 3
+``reco_self``         MSE(D(S^a + P^a), x_a) + MSE(D(S^b + P^b), x_b)              Eq. 4
+``cross``             MSE(D(S^b + P^a), x_a) + MSE(D(S^a + P^b), x_b)              Eq. 5
+``total``             sum of weight * term                                         Eq. 6
+====================  ==========================================================  ============
+
+MSE is the mean over cells and genes of each side (``torch.nn.functional.mse_loss``), and the two
+sides are added, as in the equations. Eq. 2 writes ``sum E_s(X^a) log(E_s(X^a) / E_s(X^b))``: a
+KL divergence, which needs distributions, so the codes go through a softmax (as the released code
+does). The released code computes ``kl_div(log_softmax(S_a), softmax(S_b))``, i.e. KL(S^b || S^a);
+the pair sides are random, so the two directions agree in expectation.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .config import LossWeights
+
+__all__ = ["orthogonality", "similarity", "basal_reconstruction", "self_reconstruction",
+           "cross_transfer", "loss_terms", "TERMS"]
+
+TERMS = ("orth", "sim", "reco_basal", "reco_self", "cross")
+
+
+def orthogonality(p_a: torch.Tensor, s_a: torch.Tensor, p_b: torch.Tensor, s_b: torch.Tensor) -> torch.Tensor:
+    """Eq. 1: the squared dot product of each cell's P and S, averaged over pairs."""
+    return ((p_a * s_a).sum(1).pow(2) + (p_b * s_b).sum(1).pow(2)).mean()
+
+
+def similarity(s_a: torch.Tensor, s_b: torch.Tensor) -> torch.Tensor:
+    """Eq. 2: KL(softmax(S^a) || softmax(S^b)) summed over latent units, averaged over pairs."""
+    return F.kl_div(F.log_softmax(s_b, dim=1), F.log_softmax(s_a, dim=1),
+                    reduction="batchmean", log_target=True)
+
+
+def basal_reconstruction(xhat_a: torch.Tensor, xhat_b: torch.Tensor,
+                         x_ctrl_a: torch.Tensor, x_ctrl_b: torch.Tensor) -> torch.Tensor:
+    """Eq. 3: D(S^a) and D(S^b) reconstruct unperturbed (control) profiles of the context."""
+    return F.mse_loss(xhat_a, x_ctrl_a) + F.mse_loss(xhat_b, x_ctrl_b)
+
+
+def self_reconstruction(xhat_aa: torch.Tensor, xhat_bb: torch.Tensor,
+                        x_a: torch.Tensor, x_b: torch.Tensor) -> torch.Tensor:
+    """Eq. 4: D(S^a + P^a) -> x_a and D(S^b + P^b) -> x_b."""
+    return F.mse_loss(xhat_aa, x_a) + F.mse_loss(xhat_bb, x_b)
+
+
+def cross_transfer(xhat_a_from_b: torch.Tensor, xhat_b_from_a: torch.Tensor,
+                   x_a: torch.Tensor, x_b: torch.Tensor) -> torch.Tensor:
+    """Eq. 5: D(S^b + P^a) -> x_a and D(S^a + P^b) -> x_b (the swapped perturbation codes)."""
+    return F.mse_loss(xhat_a_from_b, x_a) + F.mse_loss(xhat_b_from_a, x_b)
+
+
+def loss_terms(model, x_a: torch.Tensor, x_b: torch.Tensor, x_ctrl_a: torch.Tensor,
+               x_ctrl_b: torch.Tensor, weights: LossWeights | None = None) -> dict[str, torch.Tensor]:
+    """All five terms and the weighted total (Eq. 6) for one batch of pairs.
+
+    Each encoder runs once on the stacked batch ``[x_a; x_b]`` and the decoder once on the six
+    latent states stacked, so the matrix multiplies are large (fast on any device); batch norm
+    therefore sees the stacked batch. A term whose weight is 0 is still reported but adds
+    nothing to ``total`` (and so sends no gradient).
+    """
+    w = weights or LossWeights()
+    n = x_a.shape[0]
+    x = torch.cat([x_a, x_b])
+    s, p = model.encode_basal(x), model.encode_perturbation(x)
+    s_a, s_b, p_a, p_b = s[:n], s[n:], p[:n], p[n:]
+    z = torch.cat([s_a, s_b, s_a + p_a, s_b + p_b, s_b + p_a, s_a + p_b])
+    out = model.decode(z).float()
+    d = out.split(n)
+    x_a, x_b = x_a.float(), x_b.float()
+    terms = {
+        "orth": orthogonality(p_a.float(), s_a.float(), p_b.float(), s_b.float()),
+        "sim": similarity(s_a.float(), s_b.float()),
+        "reco_basal": basal_reconstruction(d[0], d[1], x_ctrl_a.float(), x_ctrl_b.float()),
+        "reco_self": self_reconstruction(d[2], d[3], x_a, x_b),
+        "cross": cross_transfer(d[4], d[5], x_a, x_b),
+    }
+    total = sum(getattr(w, k) * v for k, v in terms.items() if getattr(w, k) != 0)
+    terms["total"] = total if torch.is_tensor(total) else torch.zeros((), device=x_a.device)
+    return terms

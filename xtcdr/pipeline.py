@@ -1,0 +1,165 @@
+"""Cached steps that the notebooks call, so that every notebook also runs on its own.
+
+``prepare`` = load -> preprocess -> assign_split, cached as h5ad under ``data/processed/``.
+``train_or_load`` = the trained model for (data, model config, train config), cached as a
+checkpoint under ``data/checkpoints/``. Both say when they reuse a cache, and take
+``force=True`` to recompute. Cache files are written atomically: an interrupted run never leaves
+a file that a later run would trust.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+
+from . import datasets
+from .config import LossWeights, ModelConfig, Profile, TrainConfig, config_hash, get_profile
+from .pairing import assign_split
+from .preprocess import preprocess
+
+__all__ = ["prepare", "train_or_load", "dataset_name", "data_key", "env_override"]
+
+
+def env_override(name: str, value, cast=str):
+    """``value`` unless the environment variable ``name`` is set (how CI forces the quick profile)."""
+    raw = os.environ.get(name)
+    return cast(raw) if raw not in (None, "") else value
+
+
+def dataset_name(adata: ad.AnnData) -> str:
+    """The dataset's registry name (or ``"custom"`` for user data)."""
+    return str(adata.uns.get("xtcdr", {}).get("dataset", adata.uns.get("xtcdr", {}).get("source", "custom")))
+
+
+def _write_h5ad_atomic(adata: ad.AnnData, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        adata.write_h5ad(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def prepare(dataset: str | ad.AnnData, *, profile: str | Profile = "quick", seed: int = 0,
+            data_dir: str | Path | None = None, test_perturbations=None, force: bool = False,
+            verbose: bool = True) -> ad.AnnData:
+    """Load (or take), preprocess and split a dataset; cached for named datasets.
+
+    Parameters
+    ----------
+    dataset
+        A name from ``xtcdr.datasets.names()`` or an AnnData already in the standard obs
+        schema (e.g. from ``xtcdr.datasets.from_anndata``); user AnnData is not cached.
+    profile
+        ``"quick"`` or ``"paper"`` (its ``DataConfig``: genes kept, DEGs, split fractions).
+    seed
+        Seed of the split (held-out perturbations when no list is published, validation cells).
+    test_perturbations
+        Override the held-out perturbations (default: the dataset's published list or a seeded
+        choice, see ``xtcdr.pairing.assign_split``).
+    """
+    prof = get_profile(profile)
+    data_dir = Path(data_dir) if data_dir is not None else datasets.default_data_dir()
+    cfg = prof.data
+    if isinstance(dataset, ad.AnnData):
+        datasets.validate_schema(dataset)
+        name, cache = dataset_name(dataset), None
+        raw = dataset
+    else:
+        name = str(dataset)
+        if name not in datasets.names():
+            datasets.load(name, data_dir=data_dir)  # raises the helpful unknown-name error
+        key = config_hash(cfg, seed, sorted(test_perturbations) if test_perturbations else None,
+                          _package_version())
+        cache = data_dir / "processed" / f"{name}__{prof.name}__seed{seed}__{key}.h5ad"
+        if cache.exists() and not force:
+            if verbose:
+                print(f"prepare: using cached {cache.relative_to(data_dir.parent) if data_dir.parent in cache.parents else cache}")
+            return ad.read_h5ad(cache)
+        raw = datasets.load(name, data_dir=data_dir)
+    adata = preprocess(raw, n_top_genes=cfg.n_top_genes, n_degs=cfg.n_degs)
+    assign_split(adata, test_perturbations=test_perturbations, valid_fraction=cfg.valid_fraction,
+                 test_fraction=cfg.test_fraction, seed=seed)
+    info = dict(adata.uns["xtcdr"])
+    info.update(dataset=name, profile=prof.name, prepare_seed=int(seed), version=_package_version())
+    adata.uns["xtcdr"] = info
+    if cache is not None:
+        _write_h5ad_atomic(adata, cache)
+        if verbose:
+            print(f"prepare: wrote {cache.name} ({adata.n_obs} cells x {adata.n_vars} genes)")
+    return adata
+
+
+def _package_version() -> str:
+    from . import __version__
+    return __version__
+
+
+def data_key(adata: ad.AnnData) -> str:
+    """A hash identifying the prepared data (dataset, genes, split, preprocessing)."""
+    info = adata.uns.get("xtcdr", {})
+    split = adata.obs["split"].astype(str).value_counts().sort_index().to_dict() if "split" in adata.obs else {}
+    return config_hash(dataset_name(adata), adata.n_obs, [str(g) for g in adata.var_names],
+                       split, _plain(info.get("preprocess", {})), _plain(info.get("split", {})))
+
+
+def _plain(obj):
+    """uns values read back from h5ad are numpy; make them JSON-friendly for hashing."""
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (np.ndarray, list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def train_or_load(adata: ad.AnnData, *, profile: str | Profile = "quick", seed: int = 0,
+                  model_config: ModelConfig | None = None, train_config: TrainConfig | None = None,
+                  weights: LossWeights | None = None, device: str = "auto",
+                  data_dir: str | Path | None = None, force: bool = False, progress: bool = True,
+                  verbose: bool = True):
+    """Return ``(model, history)`` for this data and configuration, training only when needed.
+
+    The checkpoint lives in ``data/checkpoints/<dataset>__<key>/checkpoint.pt`` where the key
+    hashes the data (``data_key``), the model and training configs and the seed. A finished
+    checkpoint is loaded; an unfinished one (an interrupted run) is resumed.
+
+    ``model_config`` / ``train_config`` default to the profile's; ``weights`` replaces the loss
+    weights (ablations); ``seed`` replaces the training seed.
+    """
+    from .model import XTransferCDR
+    from .train import CHECKPOINT_NAME, fit, load_checkpoint, resolve_device
+
+    prof = get_profile(profile)
+    mcfg = model_config or prof.model
+    tcfg = replace(train_config or prof.train, seed=int(seed))
+    if weights is not None:
+        tcfg = replace(tcfg, weights=weights)
+    data_dir = Path(data_dir) if data_dir is not None else datasets.default_data_dir()
+    key = config_hash(data_key(adata), mcfg, tcfg)
+    ckpt_dir = data_dir / "checkpoints" / f"{dataset_name(adata)}__{key}"
+    ckpt = ckpt_dir / CHECKPOINT_NAME
+    dev = resolve_device(device)
+    if ckpt.exists() and not force:
+        model, state = load_checkpoint(ckpt, genes=adata.var_names, map_location=dev)
+        if int(state["epoch"]) >= tcfg.epochs:
+            if verbose:
+                print(f"train_or_load: using cached checkpoint {ckpt_dir.name} ({state['epoch']} epochs)")
+            model.to(dev).eval()
+            return model, pd.DataFrame(state["history"])
+    if force and ckpt.exists():
+        ckpt.unlink()
+    model = XTransferCDR(adata.n_vars, mcfg)
+    if verbose:
+        print(f"train_or_load: training {dataset_name(adata)} on {dev} "
+              f"({tcfg.epochs} epochs, seed {tcfg.seed}) -> {ckpt_dir.name}")
+    history = fit(model, adata, tcfg, device=dev, checkpoint_dir=ckpt_dir, resume=True,
+                  progress=progress)
+    return model, history
