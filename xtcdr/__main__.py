@@ -105,6 +105,56 @@ def replicate(profile: str = "quick", dataset: str | None = None, out: str = "re
     return 0
 
 
+def store(paths: list[str]) -> int:
+    """Execute notebooks (quick profile) and store them in place with only the checked outputs.
+
+    Cells marked ``# NBVAL_CHECK_OUTPUT`` keep their outputs and execution counts, so that
+    ``pytest --nbval-lax`` compares them; every other output is cleared to keep the sources
+    small and diff-friendly (the executed copies with figures live in ``reports/notebooks/``).
+    """
+    import os
+    import tempfile
+
+    import nbformat
+    import papermill as pm
+
+    for path in map(Path, paths):
+        with tempfile.TemporaryDirectory() as tmp:
+            executed = Path(tmp) / path.name
+            env = {"XTCDR_PROFILE": "quick", "XTCDR_OUT": str(Path(tmp) / "reports")}
+            old = {k: os.environ.get(k) for k in env}
+            os.environ.update(env)
+            try:
+                pm.execute_notebook(str(path), str(executed), cwd=str(path.parent.resolve()),
+                                    kernel_name="python3", progress_bar=False)
+            except pm.PapermillExecutionError as err:
+                print(f"FAILED: {path}, cell {err.cell_index}: {err.ename}: {err.evalue}",
+                      file=sys.stderr)
+                return 1
+            finally:
+                for k, v in old.items():
+                    if v is None:
+                        os.environ.pop(k, None)
+                    else:
+                        os.environ[k] = v
+            nb = nbformat.read(executed, as_version=4)
+        nb.metadata.pop("papermill", None)
+        count = 0
+        for cell in nb.cells:
+            cell.metadata.pop("papermill", None)
+            cell.metadata.pop("execution", None)
+            if cell.cell_type != "code":
+                continue
+            if "NBVAL_CHECK_OUTPUT" in cell.source:
+                count += 1
+                cell.execution_count = count
+            else:
+                cell.outputs, cell.execution_count = [], None
+        nbformat.write(nb, path)
+        print(f"stored {path} ({count} checked cells)")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m xtcdr", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -120,7 +170,12 @@ def main(argv=None) -> int:
     rep.add_argument("--seeds", type=int, default=None, help="number of training seeds (n_seeds)")
     rep.add_argument("--report-only", action="store_true",
                      help="only regenerate REPLICATION.md from the saved tables")
+    st = sub.add_parser("store", help="execute notebooks and store them keeping only the "
+                                      "outputs of NBVAL_CHECK_OUTPUT cells (for maintainers)")
+    st.add_argument("paths", nargs="+")
     args = parser.parse_args(argv)
+    if args.command == "store":
+        return store(args.paths)
     if args.report_only:
         from .report import write_replication
         print(write_replication(Path(args.out)))

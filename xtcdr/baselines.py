@@ -129,3 +129,96 @@ def get_baseline(name: str) -> Predictor:
     if name not in BASELINES:
         raise ValueError(f"unknown baseline {name!r}; choose one of {list(BASELINES)}")
     return BASELINES[name]()
+
+
+# ----------------------------------------------------------------------------- oracle
+class ReplicateOracle(Predictor):
+    """Predict each condition by its observed mean in an independent replicate experiment.
+
+    On synthetic data an independent replicate of the same world (same cell types, effects and
+    decoder, fresh cells: ``xtcdr.synthetic.simulate(name, cell_seed=1)``) is available, so its
+    observed condition mean is the best prediction any method could make from finite cells: the
+    ceiling of every metric. It ignores the source.
+
+    Parameters
+    ----------
+    replicate
+        AnnData of the replicate, normalised like the evaluated data (log1p of counts normalised
+        to the same total) with ``obs['condition']``; it must hold every gene of the evaluated data.
+        `from_synthetic` builds it.
+
+    Notes
+    -----
+    `fit(adata)` aligns the replicate's genes to ``adata.var_names`` and stores one mean profile
+    per condition in ``means_``; `predict` looks up ``task.condition`` there.
+    """
+
+    name = "oracle"
+
+    def __init__(self, replicate):
+        if "condition" not in replicate.obs:
+            raise KeyError("the replicate lacks obs['condition'] (cell_type + '_' + perturbation); "
+                           "build it with ReplicateOracle.from_synthetic or xtcdr.datasets.from_anndata")
+        self.replicate = replicate
+        self.means_: dict[str, np.ndarray] | None = None
+        self.genes_: list[str] | None = None
+
+    @classmethod
+    def from_synthetic(cls, dataset: str, adata, *, cell_seed: int = 1) -> "ReplicateOracle":
+        """Simulate a replicate of the synthetic twin ``dataset`` and normalise it like ``adata``.
+
+        Counts are normalised to the total of ``adata.uns['xtcdr']['preprocess']['target_sum']``
+        (1e4 when absent) and log1p-transformed on all genes, then restricted to ``adata.var_names``,
+        as `xtcdr.preprocess.preprocess` does. ``cell_seed`` must differ from the cells' seed of
+        ``adata`` (0 for `xtcdr.pipeline.prepare`).
+        """
+        import scanpy as sc
+
+        from xtcdr.synthetic import TWINS, simulate
+
+        if dataset not in TWINS:
+            raise ValueError(f"an independent replicate exists only for the synthetic twins "
+                             f"{sorted(TWINS)}, not for {dataset!r}")
+        info = adata.uns.get("xtcdr", {})
+        world_seed = int(info.get("seed", 0))          # the world: cell types, effects, decoder
+        if int(info.get("cell_seed", -1)) == int(cell_seed):  # -1: simulated with cell_seed=None
+            raise ValueError(f"cell_seed={cell_seed} is the seed of the evaluated cells; an "
+                             "independent replicate needs another cell_seed")
+        replicate = simulate(dataset, seed=world_seed, cell_seed=cell_seed)
+        target_sum = float(info.get("preprocess", {}).get("target_sum", 1e4))
+        sc.pp.normalize_total(replicate, target_sum=target_sum)
+        sc.pp.log1p(replicate)
+        replicate.uns.pop("log1p", None)
+        missing = [g for g in adata.var_names if g not in replicate.var_names]
+        if missing:
+            raise KeyError(f"{len(missing)} gene(s) of the evaluated data are not in the replicate, "
+                           f"e.g. {missing[:5]}; was adata simulated from {dataset!r}?")
+        return cls(replicate[:, list(adata.var_names)].copy())
+
+    def fit(self, adata) -> "ReplicateOracle":
+        genes = [str(g) for g in adata.var_names]
+        present = set(map(str, self.replicate.var_names))
+        missing = [g for g in genes if g not in present]
+        if missing:
+            raise KeyError(f"the replicate lacks {len(missing)} gene(s) of the evaluated data, "
+                           f"e.g. {missing[:5]}; restrict both to the same genes")
+        rep = self.replicate[:, genes]
+        X = rep.X.toarray() if sparse.issparse(rep.X) else np.asarray(rep.X)
+        X = X.astype(np.float64, copy=False)
+        condition = rep.obs["condition"].astype(str).to_numpy()
+        self.means_ = {c: X[condition == c].mean(axis=0) for c in np.unique(condition)}
+        self.genes_ = genes
+        return self
+
+    def predict(self, X: np.ndarray, task: TransferTask, source: Source) -> np.ndarray:
+        if self.means_ is None:
+            raise RuntimeError("ReplicateOracle is not fitted; call .fit(adata) before predict")
+        if task.condition not in self.means_:
+            raise KeyError(f"condition {task.condition!r} is not in the replicate "
+                           f"({len(self.means_)} conditions, e.g. {sorted(self.means_)[:3]})")
+        if len(self.genes_) != X.shape[1]:
+            raise ValueError(f"ReplicateOracle was fitted on {len(self.genes_)} genes, X has {X.shape[1]}")
+        return self.means_[task.condition]
+
+
+__all__ += ["ReplicateOracle"]

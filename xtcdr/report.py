@@ -21,7 +21,8 @@ from pathlib import Path
 import pandas as pd
 
 __all__ = ["save_table", "save_figure", "load_tables", "write_replication", "versions",
-           "reports_dir"]
+           "reports_dir", "markdown_table", "verdicts", "close_calls", "oracle_verdicts",
+           "profile_lines"]
 
 
 def reports_dir(out_dir: str | Path = "reports") -> Path:
@@ -34,16 +35,16 @@ def reports_dir(out_dir: str | Path = "reports") -> Path:
 
 def versions() -> dict[str, str]:
     """Versions of the packages that produce the numbers."""
-    import anndata
+    from importlib.metadata import version  # scanpy and anndata deprecate __version__
+
     import numpy
-    import scanpy
     import sklearn
     import torch
 
     from . import __version__
     return {"xtcdr": __version__, "python": platform.python_version(), "torch": torch.__version__,
-            "numpy": numpy.__version__, "scanpy": scanpy.__version__,
-            "anndata": anndata.__version__, "scikit-learn": sklearn.__version__}
+            "numpy": numpy.__version__, "scanpy": version("scanpy"),
+            "anndata": version("anndata"), "scikit-learn": sklearn.__version__}
 
 
 def save_table(df: pd.DataFrame, name: str, *, meta: dict | None = None,
@@ -126,6 +127,7 @@ def write_replication(out_dir: str | Path = "reports") -> Path:
              "same inputs as the model at test time (REFERENCE: the model reads the held-out "
              "perturbation's measured response in another context). Cells are the mean over "
              "seeds ± their standard deviation.", ""]
+    lines += profile_lines([m for m, _ in tables])
     if not tables:
         lines.append("No paper-table results yet: run the evaluation notebooks first.")
     for meta, df in tables:
@@ -139,9 +141,117 @@ def write_replication(out_dir: str | Path = "reports") -> Path:
         if meta.get("note"):
             lines += [meta["note"], ""]
         lines += [markdown_table(df, metrics), ""]
-        said = verdicts(df, metrics)
+        said = verdicts(df, metrics) + close_calls(df, metrics) + oracle_verdicts(df, metrics)
         if said:
             lines += ["What the numbers say:", ""] + [f"- {s}" for s in said] + [""]
     path = out_dir / "REPLICATION.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+# What each profile means, printed at the top of the report so no reader takes a quick CPU run
+# for the paper's settings.
+PROFILE_NOTES = {
+    "quick": "a smaller network and fewer epochs than the paper, for a CPU in minutes; its numbers "
+             "show the method and the protocol, not the paper's accuracy",
+    "paper": "the paper's settings (1024/512/256/128, latent 128, lr 2e-4, 60 epochs)",
+}
+
+
+def profile_lines(metas: list[dict]) -> list[str]:
+    """Header lines naming the profiles and datasets of the tables (empty without tables)."""
+    profiles = sorted({str(m.get("profile")) for m in metas if m.get("profile")})
+    datasets = sorted({str(m.get("dataset")) for m in metas if m.get("dataset")})
+    if not profiles and not datasets:
+        return []
+    lines = []
+    if profiles:
+        lines.append("- Profiles: " + "; ".join(
+            f"`{p}` ({PROFILE_NOTES[p]})" if p in PROFILE_NOTES else f"`{p}`" for p in profiles) + ".")
+    if datasets:
+        lines.append("- Datasets: " + ", ".join(f"`{d}`" for d in datasets) + ".")
+    return lines + [""]
+
+
+def close_calls(df: pd.DataFrame, metrics: list[str]) -> list[str]:
+    """Comparisons of a model with a baseline whose gap is smaller than the model's sd over seeds."""
+    out = []
+    for mname, mrow in df[df["kind"] == "model"].iterrows():
+        for bname, brow in df[df["kind"] == "baseline"].iterrows():
+            close = [m for m in metrics
+                     if pd.notna(mrow.get(m)) and pd.notna(brow.get(m)) and pd.notna(mrow.get(f"{m}_sd"))
+                     and abs(mrow[m] - brow[m]) < mrow[f"{m}_sd"]]
+            if close:
+                out.append(f"{mname} vs the {bname} baseline: the gap on {', '.join(close)} is smaller "
+                           "than the model's sd over seeds.")
+    return out
+
+
+def oracle_verdicts(df: pd.DataFrame, metrics: list[str]) -> list[str]:
+    """Plain sentences comparing each model with each oracle (the ceiling given finite cells)."""
+    out = []
+    for oname, orow in df[df["kind"] == "oracle"].iterrows():
+        for mname, mrow in df[df["kind"] == "model"].iterrows():
+            shown = [m for m in metrics if pd.notna(mrow.get(m)) and pd.notna(orow.get(m))]
+            above = [m for m in shown if mrow[m] > orow[m]]
+            if not shown:
+                continue
+            if not above:
+                gaps = ", ".join(f"{m} {orow[m] - mrow[m]:.3f}" for m in shown)
+                out.append(f"{mname} stays below the {oname} ceiling on every metric shown "
+                           f"(gap: {gaps}).")
+            else:
+                out.append(f"{mname} is above the {oname} on {', '.join(above)}: the oracle is itself "
+                           "an estimate from finite cells, so above it means less noisy than a second "
+                           "experiment of that size, not closer to the truth.")
+    return out
+
+
+def summary_values(results: pd.DataFrame, columns: list[str]) -> dict[str, float]:
+    """Across-condition summaries of an ``evaluate_transfer`` table, named as table columns.
+
+    ``median_<metric>`` is the median of ``<metric>`` over conditions, ``mean_<metric>`` and a
+    plain ``<metric>`` its mean (both ignore NaN), e.g. ``["mean_r2_all", "median_r2_deg"]``.
+    """
+    out = {}
+    for column in columns:
+        for prefix, stat in (("median_", "median"), ("mean_", "mean"), ("", "mean")):
+            if column.startswith(prefix) and column[len(prefix):] in results.columns:
+                values = results[column[len(prefix):]].astype(float)
+                out[column] = float(values.median() if stat == "median" else values.mean())
+                break
+        else:
+            raise KeyError(f"column {column!r} names no metric of the results; use <metric>, "
+                           f"mean_<metric> or median_<metric> with a metric in {list(results.columns)}")
+    return out
+
+
+def method_table(rows: list[tuple[str, str, object]], metrics: list[str]) -> pd.DataFrame:
+    """Build a paper-style table (see the module docstring) from ``(method, kind, values)`` rows.
+
+    ``values`` is a dict metric -> number (one run, or numbers printed in the paper; missing
+    metrics stay empty) or a list of such dicts, one per seed: the cell is then their mean and
+    ``<metric>_sd`` their standard deviation (ddof 1; empty for a single seed).
+    """
+    kinds = ("paper", "model", "baseline", "oracle")
+    records, index = [], []
+    for method, kind, values in rows:
+        if kind not in kinds:
+            raise ValueError(f"row {method!r}: kind must be one of {list(kinds)}, got {kind!r}")
+        record = {"kind": kind}
+        if isinstance(values, (list, tuple)):
+            runs = pd.DataFrame(list(values)).reindex(columns=metrics).astype(float)
+            for m in metrics:
+                record[m] = float(runs[m].mean())
+                record[f"{m}_sd"] = float(runs[m].std(ddof=1)) if len(runs) > 1 else float("nan")
+        else:
+            record.update({m: float(values[m]) if m in values and values[m] is not None else float("nan")
+                           for m in metrics})
+        records.append(record)
+        index.append(method)
+    table = pd.DataFrame(records, index=pd.Index(index, name="method"))
+    sd_columns = [f"{m}_sd" for m in metrics if f"{m}_sd" in table.columns]
+    return table[["kind", *metrics, *sd_columns]]
+
+
+__all__ += ["summary_values", "method_table"]

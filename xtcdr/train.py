@@ -173,20 +173,21 @@ def _valid_r2_deg(model, X, idx, adata, device) -> float:
     cond = adata.obs["condition"].astype(str).to_numpy()
     genes = {g: i for i, g in enumerate(adata.var_names)}
     degs = adata.uns.get("top_degs", {})
-    preds = []
+    pred = torch.empty(a.shape[0], model.n_genes)  # filled in place: no list of chunks + cat copy
     for chunk in torch.tensor_split(torch.arange(a.shape[0], device=device), max(1, a.shape[0] // 4096)):
         xa, xb = X[a[chunk]].to(device), X[b[chunk]].to(device)
-        preds.append(model.decode(model.encode_basal(xb) + model.encode_perturbation(xa)).float().cpu())
-    pred = torch.cat(preds).numpy()
+        pred[chunk.cpu()] = model.decode(model.encode_basal(xb) + model.encode_perturbation(xa)).float().cpu()
+    pred = pred.numpy()
     a_np = a.cpu().numpy()
-    obs = X[a].float().cpu().numpy() if X.device.type != "cpu" else X.numpy()[a_np]
     scores = []
     for c in np.unique(cond[a_np]):
         rows = cond[a_np] == c
         deg_idx = [genes[g] for g in degs.get(c, []) if g in genes]
         if len(deg_idx) < 2:
             continue
-        scores.append(r2(obs[rows][:, deg_idx].mean(0), pred[rows][:, deg_idx].mean(0)))
+        # observed rows of this condition only (a copy of every validation row is not needed)
+        obs = X[a[torch.from_numpy(np.flatnonzero(rows)).to(a.device)]].float().cpu().numpy()
+        scores.append(r2(obs[:, deg_idx].mean(0), pred[rows][:, deg_idx].mean(0)))
     return float(np.mean(scores)) if scores else float("nan")
 
 
@@ -230,7 +231,9 @@ def fit(model: XTransferCDR, adata: ad.AnnData, config: TrainConfig | None = Non
             valid_idx = _pair_tensors(training_pairs(adata, split="valid", seed=config.seed), dev)
         except ValueError:
             valid_idx = None  # too few validation cells to pair: history has no valid_ columns
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    # fused: one pass over each parameter per step instead of about ten (same update rule)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
+                                 fused=dev.type in ("cpu", "cuda"))
     scheduler = (torch.optim.lr_scheduler.StepLR(optimizer, config.step_size, config.gamma)
                  if config.schedule == "step" else None)
 

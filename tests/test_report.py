@@ -1,0 +1,203 @@
+"""Saved tables, the generated REPLICATION.md and its verdicts; the replicate oracle."""
+import json
+import warnings
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+
+from xtcdr import baselines as bl
+from xtcdr import evaluate as ev
+from xtcdr import report
+
+METRICS = ["r2_all", "r2_deg"]
+
+
+@pytest.fixture(autouse=True)
+def no_env_out(monkeypatch):
+    # XTCDR_OUT overrides out_dir in report.reports_dir; the tests write under tmp_path only
+    monkeypatch.delenv("XTCDR_OUT", raising=False)
+
+
+def constructed_table() -> pd.DataFrame:
+    """The model beats the control baseline on both metrics and loses to source shift on both."""
+    rows = [("paper: XTransferCDR", "paper", {"r2_all": 0.81, "r2_deg": 0.62}),
+            ("paper: Baseline", "paper", {"r2_all": 0.50, "r2_deg": 0.29}),
+            ("ours", "model", [{"r2_all": 0.90, "r2_deg": 0.70}, {"r2_all": 0.92, "r2_deg": 0.74}]),
+            ("control", "baseline", {"r2_all": 0.80, "r2_deg": 0.40}),
+            ("source shift", "baseline", {"r2_all": 0.95, "r2_deg": 0.85}),
+            ("replicate", "oracle", {"r2_all": 0.99, "r2_deg": 0.97})]
+    return report.method_table(rows, METRICS)
+
+
+def meta(paper_table=None, **extra) -> dict:
+    out = {"title": "held-out drugs", "dataset": "synthetic_drugs", "profile": "quick", "seeds": [0, 1],
+           "protocol": "cross", "metrics": METRICS}
+    if paper_table is not None:
+        out["paper_table"] = paper_table
+    out.update(extra)
+    return out
+
+
+# ----------------------------------------------------------------------------- tables
+def test_method_table_means_and_sd():
+    table = constructed_table()
+    assert list(table.columns) == ["kind", "r2_all", "r2_deg", "r2_all_sd", "r2_deg_sd"]
+    assert table.index.name == "method"
+    assert table.loc["ours", "r2_all"] == pytest.approx(0.91)
+    assert table.loc["ours", "r2_deg_sd"] == pytest.approx(np.std([0.70, 0.74], ddof=1))
+    assert np.isnan(table.loc["control", "r2_all_sd"])
+    with pytest.raises(ValueError, match="kind must be one of"):
+        report.method_table([("x", "ours", {"r2_all": 1.0})], METRICS)
+
+
+def test_summary_values_names_statistics():
+    results = pd.DataFrame({"r2_all": [0.1, 0.2, 0.9], "r2_deg": [0.0, np.nan, 0.5]})
+    got = report.summary_values(results, ["mean_r2_all", "median_r2_all", "r2_deg", "median_r2_deg"])
+    assert got == pytest.approx({"mean_r2_all": 0.4, "median_r2_all": 0.2, "r2_deg": 0.25,
+                                 "median_r2_deg": 0.25})
+    with pytest.raises(KeyError, match="names no metric"):
+        report.summary_values(results, ["mean_pcc_all"])
+
+
+def test_save_table_writes_csv_and_json(tmp_path):
+    table = constructed_table()
+    path = report.save_table(table, "table1_toy", meta=meta("Table 1"), out_dir=tmp_path)
+    assert path == tmp_path / "tables" / "table1_toy.csv"
+    assert (tmp_path / "figures").is_dir()
+    back = pd.read_csv(path, index_col=0)
+    pd.testing.assert_frame_equal(back, table, check_names=False)
+    info = json.loads((tmp_path / "tables" / "table1_toy.json").read_text())
+    assert info["name"] == "table1_toy" and info["paper_table"] == "Table 1"
+    assert {"xtcdr", "python", "torch", "numpy"} <= set(info["versions"])
+    assert len(info["date"]) == 10 and info["date"][4] == "-"
+    assert info["seeds"] == [0, 1] and info["metrics"] == METRICS
+
+
+def test_load_tables_order(tmp_path):
+    table = constructed_table()
+    for name, paper_table in [("b_second", "Table 2"), ("z_first", "Table 1"), ("plain", None),
+                              ("a_first_delta", "Table 1 (delta metrics, not in the paper)")]:
+        report.save_table(table, name, meta=meta(paper_table), out_dir=tmp_path)
+    names = [m["name"] for m, _ in report.load_tables(tmp_path)]
+    assert names == ["z_first", "a_first_delta", "b_second", "plain"]
+
+
+# ----------------------------------------------------------------------------- REPLICATION.md
+def test_write_replication_markdown(tmp_path):
+    report.save_table(constructed_table(), "table1_toy", meta=meta("Table 1", note="Paper rows are on sci-Plex3."),
+                      out_dir=tmp_path)
+    report.save_table(constructed_table(), "scratch_not_a_paper_table", meta=meta(None, title="scratch"),
+                      out_dir=tmp_path)
+    path = report.write_replication(tmp_path)
+    assert path == tmp_path / "REPLICATION.md"
+    text = path.read_text()
+    assert "## Table 1: held-out drugs" in text
+    assert "Paper rows are on sci-Plex3." in text
+    assert "`quick`" in text and "Profiles:" in text
+    assert "| paper: XTransferCDR | paper | 0.810 | 0.620 |" in text
+    assert "| ours | model | 0.910 ± 0.014 | 0.720 ± 0.028 |" in text
+    assert "| source shift | baseline | 0.950 | 0.850 |" in text
+    # both verdicts: beats control, loses to source shift
+    assert "ours beats the control baseline on every metric shown." in text
+    assert "ours does **not** beat the source shift baseline on any metric shown." in text
+    assert "ours stays below the replicate ceiling on every metric shown" in text
+    # a table without paper_table stays out of the report
+    assert "scratch" not in text and text.count("\n## ") == 1
+
+
+def test_verdicts_mixed_and_close_calls():
+    table = constructed_table()
+    table.loc["source shift", "r2_all"] = 0.85   # the model now wins r2_all, still loses r2_deg
+    said = report.verdicts(table, METRICS)
+    assert said == ["ours beats the control baseline on every metric shown.",
+                    "ours beats the source shift baseline on r2_all but **not** on r2_deg."]
+    table.loc["control", "r2_all"] = 0.905       # closer than the model's sd (0.014)
+    close = report.close_calls(table, METRICS)
+    assert close == ["ours vs the control baseline: the gap on r2_all is smaller than the model's sd "
+                     "over seeds."]
+    table.loc["ours", "r2_deg"] = 0.98
+    assert "above the replicate on r2_deg" in report.oracle_verdicts(table, METRICS)[0]
+
+
+def test_write_replication_without_tables(tmp_path):
+    text = report.write_replication(tmp_path).read_text()
+    assert "No paper-table results yet" in text
+
+
+# ----------------------------------------------------------------------------- the oracle
+def toy_pair(seed=0):
+    """An evaluated AnnData (cell types A, B; test drug d) and a replicate with shuffled genes."""
+    rng = np.random.default_rng(seed)
+    genes = [f"g{i}" for i in range(6)]
+
+    def make(n):
+        obs = pd.DataFrame([(ct, p) for ct in ("A", "B") for p in ("control", "d") for _ in range(n)],
+                           columns=["cell_type", "perturbation"])
+        obs["is_control"] = obs["perturbation"] == "control"
+        obs["condition"] = obs["cell_type"] + "_" + obs["perturbation"]
+        obs["split"] = np.where(obs["perturbation"] == "d", "test", "train")
+        obs.index = [f"c{i}" for i in range(len(obs))]
+        return ad.AnnData(rng.normal(0, 1, (len(obs), 6)).astype(np.float32), obs=obs,
+                          var=pd.DataFrame(index=genes))
+
+    adata, replicate = make(5), make(7)
+    adata.uns["top_degs"] = {c: ["g1", "g2"] for c in set(adata.obs["condition"])}
+    order = [3, 0, 5, 1, 4, 2]
+    return adata, replicate[:, order].copy()
+
+
+def test_replicate_oracle_predicts_the_replicate_mean():
+    adata, replicate = toy_pair()
+    oracle = bl.ReplicateOracle(replicate)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        tasks = {t.condition: t for t in ev.transfer_tasks(adata, protocol="cross")}
+    with pytest.raises(RuntimeError, match="not fitted"):
+        oracle.predict(adata.X, tasks["B_d"], tasks["B_d"].sources[0])
+    assert oracle.fit(adata) is oracle
+    rows = (replicate.obs["condition"] == "B_d").to_numpy()
+    expected = replicate[rows, list(adata.var_names)].X.mean(0)
+    got = oracle.predict(adata.X, tasks["B_d"], tasks["B_d"].sources[0])
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    results = ev.evaluate_transfer(oracle, adata, tasks=list(tasks.values()))
+    assert len(results) == 2 and results["r2_all"].notna().all()
+    assert "oracle" not in bl.BASELINES  # a ceiling, not a baseline
+
+
+def test_replicate_oracle_errors():
+    adata, replicate = toy_pair()
+    with pytest.raises(KeyError, match="lacks 1 gene"):
+        bl.ReplicateOracle(replicate[:, [g for g in replicate.var_names if g != "g4"]].copy()).fit(adata)
+    with pytest.raises(KeyError, match="obs\\['condition'\\]"):
+        bl.ReplicateOracle(ad.AnnData(np.zeros((2, 6), np.float32)))
+    oracle = bl.ReplicateOracle(replicate[replicate.obs["cell_type"] == "A"].copy()).fit(adata)
+    task = ev.TransferTask("B_d", "B", "d", "cross", np.arange(3), np.arange(3))
+    with pytest.raises(KeyError, match="not in the replicate"):
+        oracle.predict(adata.X, task, None)
+    with pytest.raises(ValueError, match="only for the synthetic twins"):
+        bl.ReplicateOracle.from_synthetic("sciplex3", adata)
+
+
+def test_replicate_oracle_from_synthetic_is_the_same_world_with_fresh_cells():
+    import scanpy as sc
+
+    from xtcdr.synthetic import simulate
+
+    original = simulate("synthetic_drugs")              # the cells of pipeline.prepare (cell_seed None)
+    sc.pp.normalize_total(original, target_sum=1e4)
+    sc.pp.log1p(original)
+    adata = original[:, original.var_names[::10]].copy()
+    with pytest.raises(ValueError, match="independent replicate needs another cell_seed"):
+        bl.ReplicateOracle.from_synthetic("synthetic_drugs", simulate("synthetic_drugs", cell_seed=1,
+                                          n_genes=20, n_singles=2, cells_per_condition=2,
+                                          controls_per_cell_type=2), cell_seed=1)
+    oracle = bl.ReplicateOracle.from_synthetic("synthetic_drugs", adata, cell_seed=1).fit(adata)
+    assert list(oracle.replicate.var_names) == list(adata.var_names)
+    assert oracle.replicate.uns["xtcdr"]["cell_seed"] == 1
+    condition = adata.obs["condition"].astype(str).to_numpy()
+    mine = {c: adata.X[condition == c].mean(0) for c in np.unique(condition)}
+    same = [np.corrcoef(mine[c], oracle.means_[c])[0, 1] for c in mine]
+    assert min(same) > 0.9                               # the same world ...
+    assert not np.allclose(mine["line_A_drug_00"], oracle.means_["line_A_drug_00"])  # ... fresh cells

@@ -1,0 +1,158 @@
+"""fit on synthetic_drugs: every term decreases, checkpoints round-trip, resume is exact,
+bad checkpoints fail clearly, and pipeline.train_or_load reuses its cache."""
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from xtcdr import pipeline
+from xtcdr import train as train_module
+from xtcdr.config import ModelConfig, TrainConfig
+from xtcdr.losses import TERMS
+from xtcdr.model import XTransferCDR
+from xtcdr.train import CHECKPOINT_NAME, CheckpointError, fit, load_checkpoint
+
+SMALL_MODEL = ModelConfig(hidden=(64,), latent=16, dropout=0.1)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Small matrices: one thread is faster than two that compete with other processes."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("xtcdr_data")
+
+
+@pytest.fixture(scope="module")
+def adata(data_dir):
+    """A seeded third of the cells of the prepared synthetic_drugs data (quick profile)."""
+    full = pipeline.prepare("synthetic_drugs", profile="quick", seed=0, data_dir=data_dir,
+                            verbose=False)
+    keep = np.sort(np.random.default_rng(0).choice(full.n_obs, full.n_obs // 3, replace=False))
+    return full[keep].copy()
+
+
+def _predict(model, adata):
+    model.eval()
+    x = torch.as_tensor(np.asarray(adata.X[:64], dtype=np.float32))
+    with torch.no_grad():
+        return model.predict_transfer(x, x.flip(0))
+
+
+def test_training_lowers_every_term(adata):
+    torch.manual_seed(0)
+    model = XTransferCDR(adata.n_vars, SMALL_MODEL)
+    history = fit(model, adata, TrainConfig(epochs=4, batch_size=128, lr=1e-3, seed=0),
+                  device="cpu", progress=False)
+    assert len(history) == 4
+    expected = {f"{split}_{k}" for split in ("train", "valid") for k in (*TERMS, "total")}
+    assert expected | {"valid_r2_deg", "lr", "seconds", "epoch"} <= set(history.columns)
+    first, last = history.iloc[0], history.iloc[-1]
+    for term in (*TERMS, "total"):
+        assert last[f"train_{term}"] < first[f"train_{term}"], term
+    assert np.isfinite(history["valid_r2_deg"]).all()
+    assert last["valid_r2_deg"] > first["valid_r2_deg"]
+    assert not model.training  # fit leaves the model in eval mode
+
+
+def test_checkpoint_round_trip(adata, tmp_path):
+    torch.manual_seed(0)
+    model = XTransferCDR(adata.n_vars, SMALL_MODEL)
+    history = fit(model, adata, TrainConfig(epochs=1, batch_size=256, seed=1), device="cpu",
+                  checkpoint_dir=tmp_path, progress=False)
+    loaded, state = load_checkpoint(tmp_path / CHECKPOINT_NAME, genes=adata.var_names)
+    assert torch.equal(_predict(model, adata), _predict(loaded, adata))
+    assert loaded.config == SMALL_MODEL and state["epoch"] == 1
+    assert state["genes"] == [str(g) for g in adata.var_names]
+    pd.testing.assert_frame_equal(pd.DataFrame(state["history"]), history)
+
+
+def test_interrupted_run_resumes_exactly(adata, tmp_path):
+    config = TrainConfig(epochs=4, batch_size=128, lr=1e-3, seed=3, schedule="step", step_size=1)
+
+    def new_model():
+        torch.manual_seed(123)
+        return XTransferCDR(adata.n_vars, SMALL_MODEL)
+
+    straight = new_model()
+    full = fit(straight, adata, config, device="cpu", progress=False)
+    interrupted = new_model()
+    fit(interrupted, adata, TrainConfig(**{**config.__dict__, "epochs": 2}), device="cpu",
+        checkpoint_dir=tmp_path, progress=False)
+    resumed = new_model()
+    history = fit(resumed, adata, config, device="cpu", checkpoint_dir=tmp_path, resume=True,
+                  progress=False)
+    columns = [c for c in full.columns if c != "seconds"]
+    pd.testing.assert_frame_equal(history[columns], full[columns])
+    for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), name
+    # resuming with other settings is refused
+    with pytest.raises(CheckpointError, match="other settings"):
+        fit(new_model(), adata, TrainConfig(**{**config.__dict__, "lr": 5e-4}), device="cpu",
+            checkpoint_dir=tmp_path, resume=True, progress=False)
+
+
+def test_checkpoint_for_other_genes_is_refused(adata, tmp_path):
+    model = XTransferCDR(adata.n_vars, SMALL_MODEL)
+    fit(model, adata, TrainConfig(epochs=1, batch_size=256), device="cpu", checkpoint_dir=tmp_path,
+        progress=False)
+    other = [f"other_{g}" for g in adata.var_names]
+    with pytest.raises(CheckpointError, match="genes"):
+        load_checkpoint(tmp_path / CHECKPOINT_NAME, genes=other)
+    renamed = adata.copy()
+    renamed.var_names = other
+    with pytest.raises(CheckpointError, match="another dataset"):
+        fit(XTransferCDR(adata.n_vars, SMALL_MODEL), renamed, TrainConfig(epochs=2, batch_size=256),
+            device="cpu", checkpoint_dir=tmp_path, resume=True, progress=False)
+
+
+def test_corrupt_checkpoints_give_a_clear_error(adata, tmp_path):
+    model = XTransferCDR(adata.n_vars, SMALL_MODEL)
+    fit(model, adata, TrainConfig(epochs=1, batch_size=256), device="cpu", checkpoint_dir=tmp_path,
+        progress=False)
+    good = (tmp_path / CHECKPOINT_NAME).read_bytes()
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good[: len(good) // 2])
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"this is not a checkpoint" * 10)
+    for path in (truncated, garbage):
+        with pytest.raises(CheckpointError, match="corrupt"):
+            load_checkpoint(path)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(2)}, foreign)
+    with pytest.raises(CheckpointError, match="not an xtcdr checkpoint"):
+        load_checkpoint(foreign)
+    with pytest.raises(FileNotFoundError):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_fit_refuses_a_model_for_another_number_of_genes(adata):
+    with pytest.raises(ValueError, match=f"{adata.n_vars - 1} genes"):
+        fit(XTransferCDR(adata.n_vars - 1, SMALL_MODEL), adata, TrainConfig(epochs=1),
+            device="cpu", progress=False)
+
+
+def test_train_or_load_reuses_the_cached_checkpoint(adata, data_dir, monkeypatch, capsys):
+    kwargs = dict(model_config=SMALL_MODEL, train_config=TrainConfig(epochs=2, batch_size=256),
+                  device="cpu", data_dir=data_dir, progress=False)
+    model, history = pipeline.train_or_load(adata, seed=0, **kwargs)
+    assert "training" in capsys.readouterr().out
+    assert len(list((data_dir / "checkpoints").glob(f"*/{CHECKPOINT_NAME}"))) == 1
+
+    def no_training(*args, **kw):
+        raise AssertionError("train_or_load trained again instead of loading its checkpoint")
+
+    monkeypatch.setattr(train_module, "fit", no_training)
+    again, history_again = pipeline.train_or_load(adata, seed=0, **kwargs)
+    assert "using cached checkpoint" in capsys.readouterr().out
+    assert torch.equal(_predict(model, adata), _predict(again, adata))
+    pd.testing.assert_frame_equal(history, history_again)
+    # another seed is another model: it must train (and here, fail loudly)
+    with pytest.raises(AssertionError, match="trained again"):
+        pipeline.train_or_load(adata, seed=1, **kwargs)
