@@ -36,8 +36,9 @@ lab: $(STAMP)
 
 # Speed and memory benchmarks (numbers printed and written to reports/benchmarks/).
 bench: $(STAMP)
-	$(PY) benchmarks/bench_prepare.py
-	$(PY) benchmarks/bench_train.py
+	$(PY) tests/benchmarks/bench_prepare.py
+	$(PY) tests/benchmarks/bench_train.py
+	$(PY) tests/benchmarks/bench_quick.py
 
 clean:
 	rm -rf build data/processed data/checkpoints

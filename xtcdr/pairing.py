@@ -151,10 +151,7 @@ def training_pairs(adata: ad.AnnData, *, split: str = "train", seed: int = 0) ->
         half = len(order) // 2
         group_a = np.flatnonzero(here & np.isin(pert, order[:half]))
         group_b = np.flatnonzero(here & np.isin(pert, order[half:]))
-        n = max(group_a.size, group_b.size)
-        if min(group_a.size, group_b.size) == 0 or n < 1:
-            raise ValueError(f"too few cells to pair in context {ct!r} (groups of "
-                             f"{group_a.size} and {group_b.size} cells).")
+        n = max(group_a.size, group_b.size)  # both groups hold >= 1 cell by construction
         parts["a"].append(_cycle(rng, group_a, n))
         parts["b"].append(_cycle(rng, group_b, n))
         parts["ctrl_a"].append(rng.choice(ctrl_rows, n))

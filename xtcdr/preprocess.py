@@ -9,7 +9,7 @@ genes against the control cells of the same cell type (``scanpy.tl.rank_genes_gr
 Normalisation and the gene selection give the results of scanpy's ``normalize_total`` +
 ``log1p`` and ``highly_variable_genes(flavor="seurat")`` but are computed over blocks of cells
 (``_seurat_hvg``): scanpy copies and exponentiates the whole matrix, several GB at sci-Plex
-scale (``benchmarks/bench_prepare.py``). Only the kept genes are copied and normalised.
+scale (``tests/benchmarks/bench_prepare.py``). Only the kept genes are copied and normalised.
 
 Note for evaluation: the DEGs of a held-out condition are computed from its own measured cells,
 i.e. with the test ground truth. Every table that reports "DEG" metrics inherits this choice

@@ -27,7 +27,7 @@ The machine may be shared with other work: every timing is repeated, best and me
 reported, and targets are judged on the best (least disturbed) values, like the peak itself.
 Numbers go to ``reports/benchmarks/train.json``.
 
-Usage: ``python benchmarks/bench_train.py [--quick] [--full-simulation]``.
+Usage: ``python tests/benchmarks/bench_train.py [--quick] [--full-simulation]``.
 """
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ from xtcdr.model import XTransferCDR
 from xtcdr.pairing import assign_split, training_pairs
 from xtcdr.synthetic import SimulationConfig, simulate_config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 OUT_JSON = ROOT / "reports" / "benchmarks" / "train.json"
 
 N_GENES = 2000

@@ -38,7 +38,7 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 # sci-Plex3 at 10 uM: 3 cell lines, 187 drugs + vehicle, ~110,000 cells
 SCALE = dict(kind="drug", n_cell_types=3, n_singles=187, cells_per_condition=190,
              controls_per_cell_type=1000, n_genes=4000)
