@@ -9,6 +9,7 @@ a file that a later run would trust.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -144,7 +145,8 @@ def train_or_load(adata: ad.AnnData, *, profile: str | Profile = "quick", seed: 
         tcfg = replace(tcfg, weights=weights)
     data_dir = Path(data_dir) if data_dir is not None else datasets.default_data_dir()
     key = config_hash(data_key(adata), mcfg, tcfg)
-    ckpt_dir = data_dir / "checkpoints" / f"{dataset_name(adata)}__{key}"
+    safe_name = re.sub(r"[^A-Za-z0-9_.-]+", "_", dataset_name(adata))
+    ckpt_dir = data_dir / "checkpoints" / f"{safe_name}__{key}"
     ckpt = ckpt_dir / CHECKPOINT_NAME
     dev = resolve_device(device)
     if ckpt.exists() and not force:
