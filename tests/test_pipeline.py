@@ -189,3 +189,37 @@ def test_plan_of_the_repository_runs_notebook_01():
         pytest.skip("notebook 01 not written yet")
     first = runs[0]
     assert first[0] == "01_data_and_pairing" and first[1]["dataset"] == "synthetic_genes"
+
+
+def _notebook(path, code_cells):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell('dataset: str = "synthetic_drugs"  # a dataset name\n'
+                                       'out_dir: str = "../reports"  # output folder')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params] + [nbformat.v4.new_code_cell(c) for c in code_cells]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+
+
+def test_replicate_runs_notebooks_and_stops_at_a_failing_one(tmp_path, monkeypatch, capsys):
+    from xtcdr import __main__ as cli
+
+    nb_dir = tmp_path / "notebooks"
+    nb_dir.mkdir()
+    _notebook(nb_dir / "01_data_and_pairing.ipynb",
+              ["from pathlib import Path\nPath(out_dir, 'ran_01.txt').write_text(dataset)"])
+    _notebook(nb_dir / "02_model_and_losses.ipynb", ["x = 1", "raise RuntimeError('boom in cell two')"])
+    _notebook(nb_dir / "03_training.ipynb",
+              ["from pathlib import Path\nPath(out_dir, 'ran_03.txt').write_text('yes')"])
+    monkeypatch.setattr(cli, "NOTEBOOK_DIR", nb_dir)
+    out = tmp_path / "reports"
+    code = cli.replicate("quick", dataset="synthetic_genes", out=str(out))
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "02_model_and_losses" in err and "RuntimeError" in err and "boom in cell two" in err
+    assert (out / "ran_01.txt").read_text() == "synthetic_genes"  # parameters reached the notebook
+    assert (out / "notebooks" / "01_data_and_pairing.ipynb").exists()
+    assert not (out / "ran_03.txt").exists()  # the run stopped at the failing notebook
+    assert not (out / "REPLICATION.md").exists()
