@@ -8,6 +8,7 @@ and the failing cell's error.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -86,13 +87,14 @@ def replicate(profile: str = "quick", dataset: str | None = None, out: str = "re
     for stem, params, name in runs:
         declared = pm.inspect_notebook(str(NOTEBOOK_DIR / f"{stem}.ipynb"))
         params = {k: v for k, v in params.items() if k in declared}
-        if "out_dir" in declared:
-            params["out_dir"] = str(out_dir)
+        if "out_dir" in declared:  # relative to the notebooks' folder (their working directory)
+            params["out_dir"] = os.path.relpath(out_dir, NOTEBOOK_DIR)
         target = out_dir / "notebooks" / f"{name}.ipynb"
         print(f"[replicate] {name}  {params}", flush=True)
         t0 = time.perf_counter()
         try:
-            pm.execute_notebook(str(NOTEBOOK_DIR / f"{stem}.ipynb"), str(target), parameters=params,
+            pm.execute_notebook(os.path.relpath(NOTEBOOK_DIR / f"{stem}.ipynb"),
+                                os.path.relpath(target), parameters=params,
                                 cwd=str(NOTEBOOK_DIR), kernel_name="python3", progress_bar=False)
         except pm.PapermillExecutionError as err:
             print(f"[replicate] FAILED: notebook {stem} (run {name}), cell {err.cell_index} "
