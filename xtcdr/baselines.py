@@ -1,4 +1,4 @@
-"""Simple baselines that read the same inputs as the model (REFERENCE.md section 5).
+"""Simple baselines that read the same inputs as the model.
 
 At test time the model reads the held-out perturbation's measured response in a source, so the
 fair baselines may read it too. Each is a `xtcdr.evaluate.Predictor` returning a mean profile:

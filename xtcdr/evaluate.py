@@ -3,8 +3,7 @@
 A *task* asks for one held-out condition (cell type B under perturbation d). Every task holds the
 cells that are scored (``target_idx``), the control cells of B that give the basal state
 (``control_idx``) and one or more *sources*: measured cells of the held-out perturbation that the
-predictor may read, each with the controls of its own context. Three protocols build the sources
-(see DESIGN.md "Protocols" and REFERENCE.md section 7):
+predictor may read, each with the controls of its own context. Three protocols build the sources:
 
 - ``"cross"``: d measured in every other cell type A; one source per A (paper Tables 1-2).
 - ``"within"``: one cell type only; the cells of (B, d) are split with a seeded generator into two

@@ -12,8 +12,7 @@ Normalisation and the gene selection give the results of scanpy's ``normalize_to
 scale (``tests/benchmarks/bench_prepare.py``). Only the kept genes are copied and normalised.
 
 Note for evaluation: the DEGs of a held-out condition are computed from its own measured cells,
-i.e. with the test ground truth. Every table that reports "DEG" metrics inherits this choice
-(REFERENCE.md section 6); the evaluation module also reports all-gene metrics.
+i.e. with the test ground truth. Every table that reports "DEG" metrics inherits this choice; the evaluation module also reports all-gene metrics.
 """
 from __future__ import annotations
 
