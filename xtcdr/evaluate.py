@@ -31,6 +31,8 @@ import pandas as pd
 from scipy import sparse
 from scipy.stats import rankdata
 
+from .pairing import require_obs
+
 __all__ = [
     "r2", "explained_variance", "pearson", "spearman",
     "Source", "TransferTask", "transfer_tasks", "PROTOCOLS",
@@ -165,13 +167,6 @@ class TransferTask:
     sources: list[Source] = field(default_factory=list)  # predictions are averaged over sources
 
 
-def _require_obs(adata, columns) -> None:
-    missing = [c for c in columns if c not in adata.obs]
-    if missing:
-        hint = " (run xtcdr.pairing.assign_split first)" if "split" in missing else ""
-        raise KeyError(f"adata.obs lacks column(s) {missing}{hint}; present: {list(adata.obs.columns)}")
-
-
 def _groups(keys: pd.DataFrame, rows: np.ndarray) -> dict:
     """Map each distinct key (row of ``keys``) to the sorted positions in ``rows``."""
     if rows.size == 0:
@@ -215,7 +210,7 @@ def transfer_tasks(adata, *, split: str = "test", protocol: str = "auto", seed: 
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {list(PROTOCOLS)}, got {protocol!r}")
-    _require_obs(adata, ["cell_type", "perturbation", "split"])
+    require_obs(adata, ["cell_type", "perturbation", "split"])
     obs = adata.obs
     cell_type = obs["cell_type"].astype(str).to_numpy()
     perturbation = obs["perturbation"].astype(str).to_numpy()
@@ -380,10 +375,11 @@ class ModelPredictor(Predictor):
 
 
 # ----------------------------------------------------------------------------- evaluation
-def _dense_float32(X) -> np.ndarray:
+def dense_float32(X) -> np.ndarray:
+    """``X`` (dense or sparse) as a C-contiguous float32 array (no copy when it already is one)."""
     if sparse.issparse(X):
         X = X.toarray()
-    return np.asarray(X, dtype=np.float32)
+    return np.ascontiguousarray(X, dtype=np.float32)
 
 
 def _deg_positions(adata, condition: str) -> np.ndarray:
@@ -432,7 +428,7 @@ def evaluate_transfer(predictor: Predictor, adata, *, split: str = "test", proto
     """
     if tasks is None:
         tasks = transfer_tasks(adata, split=split, protocol=protocol, seed=seed)
-    X = _dense_float32(adata.X)
+    X = dense_float32(adata.X)
     n_genes = X.shape[1]
     iterator = tasks
     if progress:

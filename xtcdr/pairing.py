@@ -40,7 +40,8 @@ def is_combination(perturbation: str, sep: str = "+") -> bool:
     return sep in perturbation
 
 
-def _require(adata: ad.AnnData, cols) -> None:
+def require_obs(adata: ad.AnnData, cols) -> None:
+    """Raise a KeyError naming the missing obs columns, those present, and the step that adds them."""
     missing = [c for c in cols if c not in adata.obs]
     if missing:
         raise KeyError(f"obs is missing column(s) {missing} (present: {list(adata.obs.columns)}); "
@@ -69,7 +70,7 @@ def assign_split(adata: ad.AnnData, *, test_perturbations=None, valid_fraction: 
     ``obs['split']`` (categorical train/valid/test); ``uns['xtcdr']['split']`` the parameters
     and the held-out list.
     """
-    _require(adata, ["perturbation", "is_control", "condition"])
+    require_obs(adata, ["perturbation", "is_control", "condition"])
     if not 0 <= valid_fraction < 1 or not 0 < test_fraction < 1:
         raise ValueError("valid_fraction must be in [0, 1) and test_fraction in (0, 1)")
     rng = np.random.default_rng(seed)
@@ -125,7 +126,7 @@ def training_pairs(adata: ad.AnnData, *, split: str = "train", seed: int = 0) ->
     Combinations are not paired (the model is trained on single perturbations). Raises a clear
     error when a context has fewer than two perturbations or no control cells in ``split``.
     """
-    _require(adata, ["cell_type", "perturbation", "is_control", "split"])
+    require_obs(adata, ["cell_type", "perturbation", "is_control", "split"])
     rng = np.random.default_rng(seed)
     in_split = adata.obs["split"].astype(str).to_numpy() == split
     if not in_split.any():

@@ -28,6 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .config import LossWeights, ModelConfig, TrainConfig
+from .evaluate import dense_float32
 from .losses import TERMS, loss_terms
 from .model import XTransferCDR
 from .pairing import training_pairs
@@ -61,15 +62,8 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device("cpu")
 
 
-def _dense_float32(adata: ad.AnnData) -> np.ndarray:
-    X = adata.X
-    if hasattr(X, "toarray"):
-        X = X.toarray()
-    return np.ascontiguousarray(X, dtype=np.float32)
-
-
 def _expression_tensor(adata: ad.AnnData, device: torch.device) -> torch.Tensor:
-    X = torch.from_numpy(_dense_float32(adata))  # shares memory with adata.X when float32 dense
+    X = torch.from_numpy(dense_float32(adata.X))  # shares memory with adata.X when float32 dense
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         if X.numel() * 4 < 0.5 * free:
