@@ -109,8 +109,8 @@ def test_registry_entries():
 
 
 def test_names_synthetic_first():
-    assert datasets.names()[:3] == list(datasets.SYNTHETIC)
-    assert datasets.names()[3:] == list(datasets.REGISTRY)
+    assert datasets.names()[:len(datasets.SYNTHETIC)] == list(datasets.SYNTHETIC)
+    assert datasets.names()[len(datasets.SYNTHETIC):] == list(datasets.REGISTRY)
 
 
 def test_unknown_name_lists_valid_names():

@@ -189,7 +189,7 @@ def test_oracle_scores_one_and_columns():
     tasks = list(tasks_of(adata).values())
     df = ev.evaluate_transfer(OraclePredictor(), adata, tasks=tasks)
     assert list(df.columns) == ["condition", "cell_type", "perturbation", "protocol", "n_cells",
-                                "n_sources", *ev.METRIC_COLUMNS]
+                                "n_sources", "n_degs", *ev.METRIC_COLUMNS]
     assert df.attrs["predictor"] == "oracle"
     assert len(df) == len(tasks)
     for column in ev.METRIC_COLUMNS:
@@ -307,3 +307,29 @@ def test_model_predictor_matches_direct_computation(condition):
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
     df = ev.evaluate_transfer(predictor, adata, tasks=[task])
     assert df.attrs["predictor"] == "XTransferCDR" and np.isfinite(df["r2_all"]).all()
+
+
+# ----------------------------------------------------------------------------- DEGs of the scored cells
+def test_within_context_degs_come_from_the_scored_half_only():
+    from xtcdr.preprocess import deg_statistics, select_degs
+
+    adata = toy_adata()
+    adata.X = np.log1p(np.abs(adata.X))                     # log1p-like values
+    adata.uns["xtcdr"] = {"preprocess": {"n_degs": 4, "min_log2fc": 0.0, "deg_rule": "fold_change"}}
+    task = tasks_of(adata, protocol="within")["C_d3"]
+    (source_rows, controls), = task.sources[0].components
+    scores, lfc = deg_statistics(adata.X, task.target_idx, task.control_idx)
+    np.testing.assert_array_equal(task.deg_idx, select_degs(scores, lfc, n_degs=4, min_log2fc=0.0))
+    # changing the input half's cells does not move the scored DEGs; changing the scored half does
+    poisoned = adata.copy()
+    poisoned.X[source_rows] += 50.0
+    again = tasks_of(poisoned, protocol="within")["C_d3"]
+    np.testing.assert_array_equal(again.deg_idx, task.deg_idx)
+    shifted = adata.copy()
+    shifted.X[np.ix_(task.target_idx, [1, 2, 4, 6])] += 5.0
+    moved = tasks_of(shifted, protocol="within")["C_d3"]
+    assert set(moved.deg_idx) == {1, 2, 4, 6}
+    # cross tasks score every cell of the condition and keep the stored DEGs
+    assert tasks_of(adata, protocol="cross")["A_d1"].deg_idx is None
+    df = ev.evaluate_transfer(ControlBaseline(), adata, tasks=[task])
+    assert df.loc[0, "n_degs"] == 4

@@ -248,3 +248,71 @@ def test_missing_split_column_says_what_to_call():
     with pytest.raises(KeyError) as err:
         training_pairs(adata)
     assert "split" in str(err.value) and "assign_split" in str(err.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# held-out rules
+# ---------------------------------------------------------------------------------------------
+
+def with_effects(strength: dict[str, float], seed: int = 0, cells: int = 20, n_genes: int = 60) -> AnnData:
+    """Log1p-like expression where perturbation p raises the first 20 genes by strength[p]."""
+    adata = make(cell_types=("A", "B"), perturbations=list(strength), cells=cells, controls=40)
+    rng = np.random.default_rng(seed)
+    X = rng.normal(2.0, 0.3, (adata.n_obs, n_genes))
+    pert = adata.obs["perturbation"].astype(str).to_numpy()
+    for p, s in strength.items():
+        X[pert == p, :20] += s
+    return AnnData(np.clip(X, 0, None).astype(np.float32), obs=adata.obs.copy())
+
+
+def test_strongest_rule_holds_out_the_top_k_by_measured_effect():
+    strength = {f"d{i}": s for i, s in enumerate([0.0, 2.5, 0.1, 1.8, 3.2, 0.05, 1.2, 0.0])}
+    adata = with_effects(strength)
+    assign_split(adata, test_rule="strongest", n_test=3)
+    assert held_out(adata) == ["d1", "d3", "d4"]
+    record = adata.uns["xtcdr"]["split"]
+    assert record["rule"] == "strongest" and record["k"] == 3
+    assert list(record["ranking"][:3]) == ["d4", "d1", "d3"]
+    assert np.all(np.diff(record["ranking_n_degs"]) <= 0)       # strongest first
+
+
+def test_strongest_rule_never_reads_the_simulator_truth():
+    strength = {f"d{i}": s for i, s in enumerate([0.0, 2.5, 0.1, 1.8, 3.2, 0.05, 1.2, 0.0])}
+    plain = with_effects(strength)
+    poisoned = with_effects(strength)
+    # a truth that disagrees with the data: if the rule read it, it would pick d0, d2, d5
+    poisoned.uns["truth"] = {"perturbations": list(strength), "magnitude": np.array([9, 0, 9, 0, 0, 9, 0, 0.0])}
+    assign_split(plain, test_rule="strongest", n_test=3)
+    assign_split(poisoned, test_rule="strongest", n_test=3)
+    assert held_out(plain) == held_out(poisoned) == ["d1", "d3", "d4"]
+    del poisoned.uns["truth"]
+    assign_split(poisoned, test_rule="strongest", n_test=3)
+    assert held_out(poisoned) == ["d1", "d3", "d4"]
+
+
+def test_default_k_is_twenty_percent_and_random_rule_is_seeded():
+    adata = make()
+    assign_split(adata, test_rule="random", seed=4)
+    first = held_out(adata)
+    assert len(first) == 4 and adata.uns["xtcdr"]["split"]["rule"] == "random"   # 20% of 20
+    assign_split(adata, test_rule="random", seed=4)
+    assert held_out(adata) == first
+    assign_split(adata, test_rule="random", seed=5)
+    assert held_out(adata) != first
+
+
+def test_dataset_default_rule_and_published_rule():
+    strength = {f"d{i}": s for i, s in enumerate([0.0, 2.5, 0.1, 1.8, 3.2])}
+    adata = with_effects(strength)
+    adata.uns["xtcdr"] = {"test_rule": "strongest", "n_test": 1}
+    assign_split(adata)
+    assert held_out(adata) == ["d4"] and adata.uns["xtcdr"]["split"]["rule"] == "strongest"
+    with pytest.raises(ValueError, match="no published held-out list"):
+        assign_split(adata, test_rule="published")
+    adata.uns["xtcdr"]["test_perturbations"] = ["d0", "d2"]
+    assign_split(adata)                                   # a published list wins by default
+    assert held_out(adata) == ["d0", "d2"] and adata.uns["xtcdr"]["split"]["rule"] == "published"
+    with pytest.raises(ValueError, match="unknown test_rule"):
+        assign_split(adata, test_rule="weakest")
+    with pytest.raises(ValueError, match="choose n_test between 1 and 4"):
+        assign_split(adata, test_rule="strongest", n_test=5)

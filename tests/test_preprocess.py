@@ -139,9 +139,74 @@ def test_top_degs_rank_the_planted_gene_first():
     degs = out.uns["top_degs"]
     assert set(degs) == {"A_up", "A_flat", "B_up", "B_flat"}      # no control conditions
     for condition, names in degs.items():
-        assert len(names) == 7 and len(set(names)) == 7, condition
+        assert len(names) <= 7 and len(set(names)) == len(names), condition
         assert set(names) <= set(out.var_names)
     assert degs["A_up"][0] == PLANTED and degs["B_up"][0] == PLANTED
+    # the t-score-only rule always fills the list
+    assert all(len(names) == 7 for names in out.uns["top_degs_score"].values())
+    assert out.uns["top_degs"] is out.uns["top_degs_fold_change"] or \
+        out.uns["top_degs"] == out.uns["top_degs_fold_change"]
+
+
+def test_every_stored_deg_passes_the_fold_change_rule():
+    out = preprocess(tiny(), n_top_genes=1000, n_degs=7)
+    X = out.X.astype(np.float64)
+    obs = out.obs
+    for condition, names in out.uns["top_degs"].items():
+        ct = condition.split("_")[0]
+        group = X[(obs["condition"] == condition).to_numpy()]
+        ctrl = X[((obs["cell_type"] == ct) & obs["is_control"]).to_numpy()]
+        cols = out.var_names.get_indexer(names)
+        lfc = np.log2((np.expm1(group.mean(0)) + 1e-9) / (np.expm1(ctrl.mean(0)) + 1e-9))
+        assert np.all(np.abs(lfc[cols]) >= 1.0), condition
+        # and nothing passing the rule with a larger |t| was left out
+        passing = np.flatnonzero(np.abs(lfc) >= 1.0)
+        assert len(names) == min(7, passing.size), condition
+    assert out.uns["xtcdr"]["preprocess"]["min_log2fc"] == 1.0
+    assert out.uns["xtcdr"]["preprocess"]["n_degs_per_condition"] == {
+        c: len(g) for c, g in out.uns["top_degs"].items()}
+
+
+def test_deg_statistics_equal_scanpy_rank_genes_groups():
+    import scanpy as sc
+
+    from xtcdr.preprocess import deg_statistics
+
+    out = preprocess(tiny(seed=3), n_top_genes=1000, n_degs=5)
+    sub = out[out.obs["cell_type"] == "A"].copy()
+    sub.obs["perturbation"] = sub.obs["perturbation"].astype("category")
+    sc.tl.rank_genes_groups(sub, "perturbation", groups=["up"], reference="control",
+                            method="t-test", n_genes=sub.n_vars)
+    res = sub.uns["rank_genes_groups"]
+    order = sub.var_names.get_indexer(np.asarray(res["names"]["up"]))
+    rows = np.flatnonzero((out.obs["condition"] == "A_up").to_numpy())
+    ctrl = np.flatnonzero(((out.obs["cell_type"] == "A") & out.obs["is_control"]).to_numpy())
+    scores, lfc = deg_statistics(out.X, rows, ctrl)
+    np.testing.assert_allclose(scores[order], np.asarray(res["scores"]["up"], float), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(lfc[order], np.asarray(res["logfoldchanges"]["up"], float), rtol=1e-4, atol=1e-4)
+
+
+def test_integer_matrix_with_a_negative_value_is_refused_under_auto():
+    adata = tiny()
+    adata.X[3, 5] = -2
+    with pytest.raises(ValueError, match=r"1 of them are negative \(minimum -2\).*is_counts=False"):
+        preprocess(adata)
+    adata.X = np.log1p(np.abs(adata.X)) - 0.5          # genuinely normalised values pass as is
+    out = preprocess(adata, n_top_genes=1000, n_degs=3)
+    assert out.uns["xtcdr"]["preprocess"]["is_counts"] is False
+
+
+def test_hvg_exclude_leaves_those_cells_out():
+    from xtcdr.preprocess import _seurat_hvg
+
+    adata = simulate("synthetic_drugs", n_singles=6, n_genes=150, cells_per_condition=15,
+                     controls_per_cell_type=40)
+    out = preprocess(adata, n_top_genes=60, n_degs=5, hvg_exclude=["drug_00", "drug_01"])
+    keep = ~adata.obs["perturbation"].isin(["drug_00", "drug_01"]).to_numpy()
+    totals = adata.X.sum(1).astype(np.float64)
+    expected = _seurat_hvg(adata.X[keep], 60, totals=totals[keep])
+    assert list(out.var_names) == list(adata.var_names[expected])
+    assert out.uns["xtcdr"]["preprocess"]["hvg_exclude"] == ["drug_00", "drug_01"]
 
 
 def test_top_degs_count_down_regulated_genes():

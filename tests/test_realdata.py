@@ -68,7 +68,8 @@ def _assert_preprocessed(adata, n_degs: int) -> None:
     degs = adata.uns["top_degs"]
     perturbed_conditions = set(adata.obs.loc[~adata.obs["is_control"], "condition"].astype(str))
     assert set(degs) == perturbed_conditions
-    assert all(len(names) == n_degs and set(names) <= set(adata.var_names) for names in degs.values())
+    assert all(len(names) <= n_degs and set(names) <= set(adata.var_names) for names in degs.values())
+    assert all(len(names) == n_degs for names in adata.uns["top_degs_score"].values())
 
 
 # ---------------------------------------------------------------------------------------------

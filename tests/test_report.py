@@ -201,3 +201,32 @@ def test_replicate_oracle_from_synthetic_is_the_same_world_with_fresh_cells():
     same = [np.corrcoef(mine[c], oracle.means_[c])[0, 1] for c in mine]
     assert min(same) > 0.9                               # the same world ...
     assert not np.allclose(mine["line_A_drug_00"], oracle.means_["line_A_drug_00"])  # ... fresh cells
+
+
+def test_replicate_oracle_has_ten_times_the_cells_of_a_condition():
+    import scanpy as sc
+
+    from xtcdr.synthetic import simulate
+
+    small = dict(n_singles=3, n_genes=40, cells_per_condition=6, controls_per_cell_type=10)
+    adata = simulate("synthetic_drugs", **small)
+    sc.pp.normalize_total(adata, target_sum=1e4)
+    sc.pp.log1p(adata)
+    import xtcdr.synthetic as synthetic
+    calls = {}
+    original = synthetic.simulate
+
+    def spy(name, **kw):
+        calls.update(kw)
+        return original(name, **{**small, **kw})
+
+    synthetic.simulate = spy
+    try:
+        oracle = bl.ReplicateOracle.from_synthetic("synthetic_drugs", adata, cell_seed=1)
+    finally:
+        synthetic.simulate = original
+    assert calls["cells_per_condition"] == 60                   # 10 x the 6 cells of a condition
+    counts = oracle.replicate.obs["condition"].astype(str).value_counts()
+    assert counts["line_A_drug_00"] == 60
+    with pytest.raises(ValueError, match="cells_factor"):
+        bl.ReplicateOracle.from_synthetic("synthetic_drugs", adata, cells_factor=0)

@@ -210,3 +210,14 @@ def test_combo_twin_has_singles_doubles_and_interactions(twins):
     for gene in singles:
         activated = truth["condition_mean"][truth["conditions"].index(f"{truth['cell_types'][0]}_{gene}")]
         assert activated[genes.index(gene)] > control[genes.index(gene)], gene
+
+
+def test_sciplex4_twin_is_its_own_world_with_a_shared_mechanism():
+    drugs4 = simulate("synthetic_drugs4", n_genes=200, cells_per_condition=4, controls_per_cell_type=8)
+    drugs = simulate("synthetic_drugs", n_genes=200, cells_per_condition=4, controls_per_cell_type=8)
+    truth = drugs4.uns["truth"]
+    assert truth["cell_types"] == ["line_A", "line_B"] and len(truth["perturbations"]) == 24
+    assert np.sum(truth["mechanism"] == 0) >= round(0.4 * 24)      # one class shared by many drugs
+    assert not np.allclose(truth["basal_latent"][:2], drugs.uns["truth"]["basal_latent"][:2])
+    assert drugs4.uns["xtcdr"]["test_rule"] == "strongest" and drugs4.uns["xtcdr"]["n_test"] == 5
+    assert drugs.uns["xtcdr"]["test_rule"] == "strongest"

@@ -21,8 +21,17 @@ class DataConfig:
 
     n_top_genes: int = 2000      # highly variable genes kept (all genes if the data has fewer)
     n_degs: int = 50             # top differentially expressed genes per condition
+    min_log2fc: float = 1.0      # the paper's DEG threshold, log2 |fold change| >= 1
+    deg_rule: str = "fold_change"  # "fold_change" (the paper) or "score" (t-score alone)
+    hvg_cells: str = "all"       # "all" (the released code) or "non_test" (held-out cells excluded)
+    test_rule: str | None = None  # None: the dataset's default; "published" | "strongest" | "random"
+    n_test: int | None = None    # k for "strongest"/"random"; None: the dataset's or test_fraction
     valid_fraction: float = 0.2  # cells of training perturbations held for validation (paper: 4:1)
     test_fraction: float = 0.2   # perturbations held out when a dataset has no published list
+
+    def __post_init__(self):
+        if self.hvg_cells not in ("all", "non_test"):
+            raise ValueError(f"DataConfig.hvg_cells must be 'all' or 'non_test', got {self.hvg_cells!r}")
 
 
 @dataclass(frozen=True)

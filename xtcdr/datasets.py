@@ -41,7 +41,7 @@ __all__ = [
 
 STANDARD_COLUMNS = ("cell_type", "perturbation", "dose", "is_control", "condition")
 CONTROL = "control"
-SYNTHETIC = ("synthetic_drugs", "synthetic_genes", "synthetic_combo")
+SYNTHETIC = ("synthetic_drugs", "synthetic_drugs4", "synthetic_genes", "synthetic_combo")
 
 _ZENODO = "https://zenodo.org/records/10044268/files/{}"
 _SCPERTURB = "scPerturb (Peidli et al. 2024), Zenodo record 10044268"

@@ -8,7 +8,8 @@ predictor may read, each with the controls of its own context. Three protocols b
 - ``"cross"``: d measured in every other cell type A; one source per A (paper Tables 1-2).
 - ``"within"``: one cell type only; the cells of (B, d) are split with a seeded generator into two
   disjoint halves, the first half is the source input and the second half is scored (Table 3).
-  The same cells are never used for input and scoring.
+  The same cells are never used for input and scoring, and the DEGs of such a task are computed
+  from the scored half alone (`scored_degs`).
 - ``"combination"``: a double a+b is predicted from the measured singles a and b in the same
   context, read only from cells outside the test split (Table 4).
 
@@ -17,8 +18,9 @@ the task's prediction is the equal-weight average of these per-source profiles. 
 with the observed mean profile of the scored cells by R^2, explained variance and Pearson
 correlation, over all genes and over the condition's top-50 DEGs (``uns['top_degs']``), and the
 same six metrics on deltas against the mean of the target's controls (suffix ``_delta``).
-The top-50 DEGs are chosen with the test ground truth (observed cells vs controls), as in the
-paper; read the ``_deg`` columns with that in mind.
+The DEGs (the paper's rule: top 50 by t-score among genes with log2 |fc| >= 1) are chosen with the
+test ground truth (observed cells vs controls), as in the paper; read the ``_deg`` columns with
+that in mind. A condition with fewer than 2 DEGs passing the rule gets NaN DEG metrics.
 """
 from __future__ import annotations
 
@@ -37,7 +39,7 @@ __all__ = [
     "r2", "explained_variance", "pearson", "spearman",
     "Source", "TransferTask", "transfer_tasks", "PROTOCOLS",
     "Predictor", "ModelPredictor",
-    "METRIC_COLUMNS", "evaluate_transfer", "summarize", "compare",
+    "METRIC_COLUMNS", "evaluate_transfer", "summarize", "compare", "scored_degs",
 ]
 
 PROTOCOLS = ("auto", "cross", "within", "combination")
@@ -46,7 +48,7 @@ MIN_CELLS_WITHIN = 4   # fewest cells for "within" (two halves of at least two c
 
 _BASE_METRICS = ("r2_all", "r2_deg", "ev_all", "ev_deg", "pcc_all", "pcc_deg")
 METRIC_COLUMNS = _BASE_METRICS + tuple(f"{m}_delta" for m in _BASE_METRICS)
-_TASK_COLUMNS = ("condition", "cell_type", "perturbation", "protocol", "n_cells", "n_sources")
+_TASK_COLUMNS = ("condition", "cell_type", "perturbation", "protocol", "n_cells", "n_sources", "n_degs")
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -165,6 +167,7 @@ class TransferTask:
     target_idx: np.ndarray              # observed cells that are scored
     control_idx: np.ndarray             # control cells of the target context
     sources: list[Source] = field(default_factory=list)  # predictions are averaged over sources
+    deg_idx: np.ndarray | None = None   # gene positions of the DEGs scored; None: uns['top_degs']
 
 
 def _groups(keys: pd.DataFrame, rows: np.ndarray) -> dict:
@@ -284,12 +287,30 @@ def transfer_tasks(adata, *, split: str = "test", protocol: str = "auto", seed: 
             half = scored.size // 2
             source_rows, target_rows = np.sort(order[:half]), np.sort(order[half:])
             tasks.append(TransferTask(name, ct, pert, "within", target_rows, ctrl,
-                                      [Source(ct, [(source_rows, ctrl)])]))
+                                      [Source(ct, [(source_rows, ctrl)])],
+                                      deg_idx=scored_degs(adata, target_rows, ctrl)))
 
     if skipped:
         warnings.warn(f"transfer_tasks skipped {len(skipped)} condition(s): " + "; ".join(skipped),
                       UserWarning, stacklevel=2)
     return sorted(tasks, key=lambda t: t.condition)
+
+
+def scored_degs(adata, target_rows, control_rows) -> np.ndarray:
+    """DEG positions of a condition computed from the scored cells only, with the data's DEG rule.
+
+    The within-context reading reads half of a condition's cells; DEGs chosen on all of its cells
+    would let that input half choose the genes it is scored on (and favour any predictor that
+    copies it). The rule and its parameters are those of ``uns['xtcdr']['preprocess']``
+    (`xtcdr.preprocess.top_degs`).
+    """
+    from .preprocess import deg_statistics, select_degs
+
+    params = adata.uns.get("xtcdr", {}).get("preprocess", {})
+    scores, log2fc = deg_statistics(adata.X, target_rows, control_rows)
+    return select_degs(scores, log2fc, n_degs=int(params.get("n_degs", 50)),
+                       min_log2fc=float(params.get("min_log2fc", 1.0)),
+                       rule=str(params.get("deg_rule", "fold_change")))
 
 
 # ----------------------------------------------------------------------------- predictors
@@ -422,7 +443,7 @@ def evaluate_transfer(predictor: Predictor, adata, *, split: str = "test", proto
     Returns
     -------
     DataFrame with columns condition, cell_type, perturbation, protocol, n_cells (scored cells),
-    n_sources, then `METRIC_COLUMNS`: r2/ev/pcc over all genes and over the top-50 DEGs of the
+    n_sources, n_degs (DEGs scored), then `METRIC_COLUMNS`: r2/ev/pcc over all genes and over the top-50 DEGs of the
     condition, on mean profiles and (suffix ``_delta``) on deltas against the target control mean.
     ``df.attrs['predictor']`` is the predictor's name.
     """
@@ -438,7 +459,8 @@ def evaluate_transfer(predictor: Predictor, adata, *, split: str = "test", proto
 
     rows = []
     for task in iterator:
-        degs = _deg_positions(adata, task.condition)
+        degs = (np.asarray(task.deg_idx, dtype=np.int64) if task.deg_idx is not None
+                else _deg_positions(adata, task.condition))
         if not task.sources:
             raise ValueError(f"task {task.condition!r} has no sources to predict from")
         predictions = []
@@ -453,7 +475,7 @@ def evaluate_transfer(predictor: Predictor, adata, *, split: str = "test", proto
         control_mean = X[task.control_idx].mean(axis=0, dtype=np.float64)
         values = _six(observed, predicted, degs) + _six(observed - control_mean, predicted - control_mean, degs)
         rows.append([task.condition, task.cell_type, task.perturbation, task.protocol,
-                     int(np.asarray(task.target_idx).size), len(task.sources), *values])
+                     int(np.asarray(task.target_idx).size), len(task.sources), int(degs.size), *values])
 
     df = pd.DataFrame(rows, columns=list(_TASK_COLUMNS + METRIC_COLUMNS))
     df.attrs["predictor"] = predictor.name

@@ -1,10 +1,19 @@
 """Splits by perturbation and the paper's training pairs.
 
 **Split.** Every cell of a held-out ("unseen") perturbation goes to ``test``; no training pair
-ever contains one. For sci-Plex the held-out drugs are the paper's lists; for a dataset with
-combinations the doubles are held out (the model is trained on singles, as the paper says);
-otherwise a seeded fraction of perturbations is held out. Of the remaining cells (controls
-included) a seeded, per-condition fraction goes to ``valid``.
+ever contains one. Three rules choose the held-out perturbations (``test_rule``):
+
+- ``"published"``: the paper's lists (sci-Plex3/4, Replogle), the default where a dataset has one;
+- ``"strongest"``: the k perturbations with the largest measured effect against the controls of
+  their own cell type, as the paper held out "the most effective" sci-Plex drugs (the sci-Plex
+  authors ranked drugs by their number of differentially expressed genes; we do the same, see
+  `perturbation_effects`), the default of the drug twins;
+- ``"random"``: a seeded choice of k perturbations, the default otherwise.
+
+For a dataset with combinations the doubles are held out (the model is trained on singles, as the
+paper says). Of the remaining cells (controls included) a seeded, per-condition fraction goes to
+``valid``. The rule, k, the held-out names and (for ``"strongest"``) the whole effect ranking are
+recorded in ``uns['xtcdr']['split']``.
 
 **Pairs** (paper, "Data pairing"): within one cellular context the perturbations are split at
 the drug level into two groups of about equal size; one cell from each group forms a pair, until
@@ -20,8 +29,12 @@ from typing import NamedTuple
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 
-__all__ = ["assign_split", "training_pairs", "Pairs", "is_combination"]
+__all__ = ["assign_split", "training_pairs", "Pairs", "is_combination", "perturbation_effects",
+           "TEST_RULES"]
+
+TEST_RULES = ("published", "strongest", "random")
 
 
 class Pairs(NamedTuple):
@@ -50,49 +63,147 @@ def require_obs(adata: ad.AnnData, cols) -> None:
                        + ".")
 
 
-def assign_split(adata: ad.AnnData, *, test_perturbations=None, valid_fraction: float = 0.2,
+def perturbation_effects(adata: ad.AnnData, *, min_log2fc: float = 1.0, alpha: float = 0.05):
+    """How strongly each single perturbation changes expression, measured from the data alone.
+
+    For each (cell type, perturbation) the cells are compared with the controls of the same cell
+    type: ``n_degs`` counts the genes with ``|log2 fold change| >= min_log2fc`` and a Welch t-test
+    p-value below ``alpha`` after Benjamini-Hochberg correction (the sci-Plex authors ranked drugs
+    by such counts); ``shift`` is the Euclidean distance between the perturbed and control mean
+    profiles (log1p scale). Both are averaged over the cell types where the perturbation was
+    measured. Reads ``X`` and ``obs`` only (never a simulator's ``uns['truth']``).
+
+    Returns a DataFrame indexed by perturbation, sorted strongest first (by ``n_degs``, ties by
+    ``shift``, then by name), with columns ``n_degs``, ``shift``, ``rank`` (1 = strongest).
+    """
+    from scipy import stats
+    from scipy.sparse import issparse
+
+    from .preprocess import deg_statistics
+
+    require_obs(adata, ["cell_type", "perturbation", "is_control"])
+    X = adata.X
+    cell_type = adata.obs["cell_type"].astype(str).to_numpy()
+    pert = adata.obs["perturbation"].astype(str).to_numpy()
+    control = adata.obs["is_control"].to_numpy(bool)
+    records = []
+    for ct in sorted(set(cell_type)):
+        controls = np.flatnonzero((cell_type == ct) & control)
+        if controls.size < 2:
+            continue
+        for p in sorted(set(pert[(cell_type == ct) & ~control])):
+            if is_combination(p):
+                continue
+            rows = np.flatnonzero((cell_type == ct) & (pert == p))
+            if rows.size < 2:
+                continue
+            t, log2fc = deg_statistics(X, rows, controls)
+            group = X[rows].toarray() if issparse(X) else np.asarray(X[rows])
+            ref = X[controls].toarray() if issparse(X) else np.asarray(X[controls])
+            var_g = group.var(0, ddof=1) / rows.size
+            var_c = ref.var(0, ddof=1) / controls.size
+            with np.errstate(invalid="ignore", divide="ignore"):
+                dof = (var_g + var_c) ** 2 / (var_g ** 2 / (rows.size - 1) + var_c ** 2 / (controls.size - 1))
+            p_values = np.where(np.isfinite(dof), 2 * stats.t.sf(np.abs(t), np.nan_to_num(dof, nan=1.0)), 1.0)
+            q_values = stats.false_discovery_control(p_values)
+            n_degs = int(np.sum((np.abs(log2fc) >= min_log2fc) & (q_values < alpha)))
+            shift = float(np.linalg.norm(group.mean(0, dtype=np.float64) - ref.mean(0, dtype=np.float64)))
+            records.append((p, ct, n_degs, shift))
+    if not records:
+        raise ValueError("no single perturbation with at least 2 cells and 2 controls of its cell "
+                         "type; cannot measure effects.")
+    per_context = pd.DataFrame(records, columns=["perturbation", "cell_type", "n_degs", "shift"])
+    effects = per_context.groupby("perturbation")[["n_degs", "shift"]].mean()
+    effects = effects.reset_index().sort_values(["n_degs", "shift", "perturbation"],
+                                                ascending=[False, False, True]).set_index("perturbation")
+    effects["rank"] = np.arange(1, len(effects) + 1)
+    return effects
+
+
+def assign_split(adata: ad.AnnData, *, test_perturbations=None, test_rule: str | None = None,
+                 n_test: int | None = None, valid_fraction: float = 0.2,
                  test_fraction: float = 0.2, seed: int = 0) -> None:
     """Assign every cell to ``train``, ``valid`` or ``test`` (in place).
 
     Parameters
     ----------
     test_perturbations
-        Perturbations held out entirely. ``None``: the dataset's published list
-        (``uns['xtcdr']['test_perturbations']``) when it has one; else every combination when
-        the data has any; else a seeded ``test_fraction`` of the perturbations.
+        Perturbations held out entirely; overrides ``test_rule``.
+    test_rule
+        ``"published"``, ``"strongest"`` or ``"random"`` (module docstring). ``None``: the
+        dataset's published list when it has one; else every combination when the data has any;
+        else the dataset's own default (``uns['xtcdr']['test_rule']``, ``"strongest"`` for the drug
+        twins); else ``"random"``.
+    n_test
+        k, the number of perturbations ``"strongest"`` and ``"random"`` hold out. ``None``:
+        ``uns['xtcdr']['n_test']`` when the dataset sets it, else ``test_fraction`` of them
+        (rounded, at least 1).
     valid_fraction
         Fraction of the cells of each remaining condition (controls included) put in ``valid``.
     seed
-        Seeds both choices.
+        Seeds the ``"random"`` rule and the validation cells.
 
     Sets
     ----
-    ``obs['split']`` (categorical train/valid/test); ``uns['xtcdr']['split']`` the parameters
-    and the held-out list.
+    ``obs['split']`` (categorical train/valid/test); ``uns['xtcdr']['split']``: the rule, k, the
+    held-out list, the parameters, and for ``"strongest"`` the effect ranking
+    (``ranking``, ``ranking_n_degs``, ``ranking_shift``: strongest first).
     """
     require_obs(adata, ["perturbation", "is_control", "condition"])
     if not 0 <= valid_fraction < 1 or not 0 < test_fraction < 1:
         raise ValueError("valid_fraction must be in [0, 1) and test_fraction in (0, 1)")
+    if test_rule is not None and test_rule not in TEST_RULES:
+        raise ValueError(f"unknown test_rule {test_rule!r}; valid: {list(TEST_RULES)}")
     rng = np.random.default_rng(seed)
     pert = adata.obs["perturbation"].astype(str).to_numpy()
     control = adata.obs["is_control"].to_numpy(bool)
     perts = sorted(set(pert[~control]))
     if not perts:
         raise ValueError("no perturbed cells (every cell is a control); nothing to hold out.")
-    published = list(adata.uns.get("xtcdr", {}).get("test_perturbations", []) or [])
-    if test_perturbations is None:
-        if published:
+    info = dict(adata.uns.get("xtcdr", {}))
+    published = list(info.get("test_perturbations", []) or [])
+    singles = [p for p in perts if not is_combination(p)]
+    record: dict = {}
+    if test_perturbations is not None:
+        rule = "given"
+        if isinstance(test_perturbations, str):
+            test_perturbations = [test_perturbations]
+    else:
+        rule = test_rule
+        if rule is None:
+            if published:
+                rule = "published"
+            elif any(is_combination(p) for p in perts):
+                rule = "doubles"
+            else:
+                rule = str(info.get("test_rule", "random"))
+        if rule == "published":
+            if not published:
+                raise ValueError("test_rule='published' but this dataset has no published held-out "
+                                 "list (uns['xtcdr']['test_perturbations']); use 'strongest' or "
+                                 "'random', or pass test_perturbations.")
             test_perturbations = published
-        elif any(is_combination(p) for p in perts):
+        elif rule == "doubles":
             test_perturbations = [p for p in perts if is_combination(p)]
         else:
-            n_test = max(1, int(round(test_fraction * len(perts))))
-            if n_test >= len(perts):
-                raise ValueError(f"only {len(perts)} perturbation(s): cannot hold out {n_test} and "
-                                 "keep any for training; add perturbations or lower test_fraction.")
-            test_perturbations = list(rng.choice(perts, n_test, replace=False))
-    elif isinstance(test_perturbations, str):
-        test_perturbations = [test_perturbations]
+            k = n_test if n_test is not None else info.get("n_test")
+            k = int(k) if k is not None else max(1, int(round(test_fraction * len(singles))))
+            if not 1 <= k < len(singles):
+                raise ValueError(f"cannot hold out {k} of {len(singles)} perturbation(s) and keep "
+                                 "at least one for training; choose n_test between 1 and "
+                                 f"{len(singles) - 1}.")
+            if rule == "strongest":
+                effects = perturbation_effects(adata)
+                test_perturbations = list(effects.index[:k])
+                record.update(ranking=[str(p) for p in effects.index],
+                              ranking_n_degs=effects["n_degs"].to_numpy(float),
+                              ranking_shift=effects["shift"].to_numpy(float),
+                              effect_measure="number of genes with |log2 fc| >= 1 and BH q < 0.05 "
+                                             "against same-cell-type controls, mean over cell "
+                                             "types; ties by the L2 shift of the mean profile")
+            else:
+                test_perturbations = list(rng.choice(singles, k, replace=False))
+            record["k"] = int(k)
     test_perturbations = sorted(str(p) for p in test_perturbations)
     unknown = [p for p in test_perturbations if p not in perts]
     if unknown:
@@ -114,9 +225,11 @@ def assign_split(adata: ad.AnnData, *, test_perturbations=None, valid_fraction: 
             split[rng.choice(rows, min(n_valid, rows.size - 1), replace=False)] = "valid"
     adata.obs["split"] = np.asarray(split).astype(str)
     adata.obs["split"] = adata.obs["split"].astype("category")
-    info = dict(adata.uns.get("xtcdr", {}))
-    info["split"] = {"test_perturbations": test_perturbations, "valid_fraction": float(valid_fraction),
-                     "test_fraction": float(test_fraction), "seed": int(seed)}
+    record.update(rule=rule, test_perturbations=test_perturbations,
+                  valid_fraction=float(valid_fraction), test_fraction=float(test_fraction),
+                  seed=int(seed))
+    record.setdefault("k", len(test_perturbations))
+    info["split"] = record
     adata.uns["xtcdr"] = info
 
 

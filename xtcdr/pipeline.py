@@ -58,7 +58,9 @@ def prepare(dataset: str | ad.AnnData, *, profile: str | Profile = "quick", seed
         A name from ``xtcdr.datasets.names()`` or an AnnData already in the standard obs
         schema (e.g. from ``xtcdr.datasets.from_anndata``); user AnnData is not cached.
     profile
-        ``"quick"`` or ``"paper"`` (its ``DataConfig``: genes kept, DEGs, split fractions).
+        ``"quick"`` or ``"paper"`` (its ``DataConfig``: genes kept, DEG rule, held-out rule, split
+        fractions), or a `Profile` (e.g. ``dataclasses.replace`` of one with another
+        ``DataConfig``, such as ``test_rule="random"`` or ``hvg_cells="non_test"``).
     seed
         Seed of the split (held-out perturbations when no list is published, validation cells).
     test_perturbations
@@ -84,9 +86,14 @@ def prepare(dataset: str | ad.AnnData, *, profile: str | Profile = "quick", seed
                 print(f"prepare: using cached {cache.relative_to(data_dir.parent) if data_dir.parent in cache.parents else cache}")
             return ad.read_h5ad(cache)
         raw = datasets.load(name, data_dir=data_dir)
-    adata = preprocess(raw, n_top_genes=cfg.n_top_genes, n_degs=cfg.n_degs)
-    assign_split(adata, test_perturbations=test_perturbations, valid_fraction=cfg.valid_fraction,
-                 test_fraction=cfg.test_fraction, seed=seed)
+    adata = _preprocess_and_split(raw, cfg, seed, test_perturbations)
+    if cfg.hvg_cells == "non_test":
+        # choose the genes again without the held-out cells; the held-out list stays the same
+        held_out = list(adata.uns["xtcdr"]["split"]["test_perturbations"])
+        first_split = dict(adata.uns["xtcdr"]["split"])
+        adata = _preprocess_and_split(raw, cfg, seed, held_out, hvg_exclude=held_out)
+        first_split["test_perturbations"] = held_out
+        adata.uns["xtcdr"]["split"] = first_split
     info = dict(adata.uns["xtcdr"])
     info.update(dataset=name, profile=prof.name, prepare_seed=int(seed), version=_package_version())
     adata.uns["xtcdr"] = info
@@ -94,6 +101,15 @@ def prepare(dataset: str | ad.AnnData, *, profile: str | Profile = "quick", seed
         _write_h5ad_atomic(adata, cache)
         if verbose:
             print(f"prepare: wrote {cache.name} ({adata.n_obs} cells x {adata.n_vars} genes)")
+    return adata
+
+
+def _preprocess_and_split(raw, cfg, seed, test_perturbations, hvg_exclude=None) -> ad.AnnData:
+    adata = preprocess(raw, n_top_genes=cfg.n_top_genes, n_degs=cfg.n_degs, min_log2fc=cfg.min_log2fc,
+                       deg_rule=cfg.deg_rule, hvg_exclude=hvg_exclude)
+    assign_split(adata, test_perturbations=test_perturbations, test_rule=cfg.test_rule,
+                 n_test=cfg.n_test, valid_fraction=cfg.valid_fraction,
+                 test_fraction=cfg.test_fraction, seed=seed)
     return adata
 
 
