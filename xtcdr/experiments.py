@@ -1,0 +1,161 @@
+"""One evaluation run of the paper's protocol: the model over seeds beside baselines and the oracle.
+
+Notebooks 04-07 each score a trained model and the baselines that read the same inputs on the
+same `xtcdr.evaluate.TransferTask` lists, then print the result in the layout of one of the
+paper's tables. This module holds the shared part:
+
+- `PAPER`: the numbers printed in the paper's Tables 1-5 (Liu & Jin, AAAI 2025), with their
+  columns and the dataset they were measured on;
+- `evaluate_methods`: train (or load) the model for each seed, score it and every baseline on
+  the tasks, and return an `Evaluation`;
+- `Evaluation.table`: a paper-layout table (`xtcdr.report.method_table`) with the paper's rows,
+  ours (mean and sd over seeds), the baselines and the oracle.
+
+What varies over seeds is the **training seed** only (network initialisation, pairing order,
+dropout); the data split is the one of ``adata`` (its rule and seed are in
+``uns['xtcdr']['split']``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from . import baselines as _baselines
+from .evaluate import METRIC_COLUMNS, ModelPredictor, compare, evaluate_transfer
+from .report import method_table, summary_values
+
+__all__ = ["PAPER", "MODEL", "ORACLE", "BASELINE_LABELS", "Evaluation", "evaluate_methods",
+           "paper_rows"]
+
+MODEL = "XTransferCDR (ours)"
+ORACLE = "oracle (replicate, 10x cells)"
+BASELINE_LABELS = {"control": "control", "source_shift": "source shift", "train_mean": "train mean",
+                   "additive": "additive"}
+
+_SIX = ["r2_all", "r2_deg", "ev_all", "ev_deg", "pcc_all", "pcc_deg"]
+PAPER: dict[str, dict] = {  # Liu & Jin, AAAI 2025; "Baseline" scores the unperturbed profile
+    "Table 1": {"dataset": "sci-Plex3",
+                "columns": ["mean_r2_all", "mean_r2_deg", "median_r2_all", "median_r2_deg"],
+                "rows": {"Baseline": [.50, .29, .49, .12], "chemCPA": [.51, .32, .47, .24],
+                         "chemCPA+pretraining": [.68, .54, .75, .64], "cycleCDR": [.72, .55, .80, .69],
+                         "XTransferCDR": [.81, .62, .90, .72]}},
+    "Table 2": {"dataset": "sci-Plex4", "columns": _SIX,
+                "rows": {"Baseline": [.432, .166, .435, .168, .348, .189],
+                         "cycleCDR": [.620, .629, .637, .750, .827, .894],
+                         "XTransferCDR": [.861, .806, .865, .822, .932, .911]}},
+    "Table 3 K562": {"dataset": "Replogle K562", "columns": ["r2_all", "r2_deg", "ev_all", "ev_deg"],
+                     "rows": {"Baseline": [.84, .10, .84, .19], "GEARS": [.86, .29, .86, .32],
+                              "cycleCDR": [.88, .37, .88, .40], "XTransferCDR": [.90, .68, .90, .72]}},
+    "Table 3 RPE-1": {"dataset": "Replogle RPE-1", "columns": ["r2_all", "r2_deg", "ev_all", "ev_deg"],
+                      "rows": {"Baseline": [.72, .00, .72, .11], "GEARS": [.80, .27, .81, .30],
+                               "cycleCDR": [.82, .45, .82, .46], "XTransferCDR": [.86, .78, .86, .80]}},
+    "Table 4": {"dataset": "Norman 2019", "columns": _SIX,
+                "rows": {"Baseline": [.852, .166, .859, .398, .927, .711],
+                         "XTransferCDR": [.964, .837, .965, .877, .983, .877]}},
+    "Table 5": {"dataset": "sci-Plex3", "columns": _SIX,
+                "rows": {"without L_cross": [.660, .183, .663, .270, .814, .575],
+                         "without L_orth": [.724, .521, .729, .677, .850, .823],
+                         "without L_sim": [.752, .521, .755, .615, .857, .782],
+                         "all terms": [.817, .626, .819, .717, .905, .861]}},
+}
+
+
+def paper_rows(paper_table: str, columns: list[str] | None = None) -> list[tuple[str, str, dict]]:
+    """The paper's rows of ``paper_table`` as ``(f"paper: {name}", "paper", {column: value})``."""
+    if paper_table not in PAPER:
+        raise ValueError(f"unknown paper table {paper_table!r}; valid: {list(PAPER)}")
+    entry = PAPER[paper_table]
+    keep = columns or entry["columns"]
+    return [(f"paper: {name}", "paper", {c: v for c, v in zip(entry["columns"], values) if c in keep})
+            for name, values in entry["rows"].items()]
+
+
+@dataclass
+class Evaluation:
+    """Per-condition results of the model (one table per seed) and of the other methods.
+
+    ``model_runs[protocol]`` is a list of `xtcdr.evaluate.evaluate_transfer` tables, one per seed
+    in ``seeds``; ``others[protocol][label]`` the table of a baseline or oracle; ``kinds[label]``
+    is ``"baseline"`` or ``"oracle"``. ``models[seed]`` keeps the trained models.
+    """
+
+    seeds: list[int]
+    model_runs: dict[str, list[pd.DataFrame]] = field(default_factory=dict)
+    others: dict[str, dict[str, pd.DataFrame]] = field(default_factory=dict)
+    kinds: dict[str, str] = field(default_factory=dict)
+    models: dict[int, object] = field(default_factory=dict)
+    model_label: str = MODEL
+
+    def per_condition(self, protocol: str) -> dict[str, pd.DataFrame]:
+        """Every method's per-condition table; the model's metrics averaged over seeds."""
+        runs = self.model_runs[protocol]
+        model_mean = runs[0].copy()
+        metrics = list(METRIC_COLUMNS)
+        model_mean[metrics] = np.mean([r[metrics].to_numpy(float) for r in runs], axis=0)
+        return {self.model_label: model_mean, **self.others.get(protocol, {})}
+
+    def summary(self, protocol: str, statistic: str = "mean") -> pd.DataFrame:
+        """One row per method: the mean (or median) of each metric across conditions."""
+        return compare(self.per_condition(protocol)).xs(statistic, level="statistic")
+
+    def table(self, protocol: str, columns: list[str], paper_table: str | None = None) -> pd.DataFrame:
+        """Paper layout: the paper's rows (when ``paper_table`` is given), the model (mean and sd
+        over seeds), then the baselines and the oracle. ``columns`` name statistics as in
+        `xtcdr.report.summary_values` (``r2_deg``, ``median_r2_all``, ``r2_all_delta`` ...)."""
+        rows = list(paper_rows(paper_table, columns)) if paper_table else []
+        rows.append((self.model_label, "model",
+                     [summary_values(r, columns) for r in self.model_runs[protocol]]))
+        rows += [(label, self.kinds[label], summary_values(df, columns))
+                 for label, df in self.others.get(protocol, {}).items()]
+        return method_table(rows, columns)
+
+
+def evaluate_methods(adata, tasks: dict[str, list], *, seeds, profile="quick",
+                     baselines=("control", "source_shift", "train_mean"), oracle: str | None = None,
+                     model_label: str = MODEL, progress: bool = True, **train_kwargs) -> Evaluation:
+    """Train or load the model for each seed and score it and the baselines on the same tasks.
+
+    Parameters
+    ----------
+    adata
+        Prepared data (`xtcdr.pipeline.prepare`).
+    tasks
+        protocol name -> list of `TransferTask` (every method sees exactly these).
+    seeds
+        Training seeds; each is cached by `xtcdr.pipeline.train_or_load`.
+    baselines
+        Names from `xtcdr.baselines.BASELINES`, fitted on the training cells.
+    oracle
+        A synthetic twin's name to add the replicate oracle (`ReplicateOracle.from_synthetic`,
+        10x the cells of a condition), or None.
+    train_kwargs
+        Passed to `train_or_load` (``weights=`` for ablations, ``model_config=`` ...).
+    """
+    from tqdm.auto import tqdm
+
+    from .pipeline import train_or_load
+
+    seeds = [int(s) for s in seeds]
+    if not seeds:
+        raise ValueError("evaluate_methods needs at least one training seed")
+    result = Evaluation(seeds=seeds, model_label=model_label,
+                        model_runs={p: [] for p in tasks}, others={p: {} for p in tasks})
+    for s in tqdm(seeds, desc="train + score, seeds", disable=not progress):
+        model, _ = train_or_load(adata, profile=profile, seed=s, progress=progress, verbose=False,
+                                 **train_kwargs)
+        result.models[s] = model
+        for protocol, task_list in tasks.items():
+            result.model_runs[protocol].append(
+                evaluate_transfer(ModelPredictor(model), adata, tasks=task_list))
+    predictors = {BASELINE_LABELS.get(name, name): _baselines.get_baseline(name).fit(adata)
+                  for name in baselines}
+    result.kinds.update({label: "baseline" for label in predictors})
+    if oracle is not None:
+        predictors[ORACLE] = _baselines.ReplicateOracle.from_synthetic(oracle, adata).fit(adata)
+        result.kinds[ORACLE] = "oracle"
+    for protocol, task_list in tasks.items():
+        for label, predictor in predictors.items():
+            result.others[protocol][label] = evaluate_transfer(predictor, adata, tasks=task_list)
+    return result
