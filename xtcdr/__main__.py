@@ -22,6 +22,7 @@ PLANS: dict[str, list[tuple[str, dict]]] = {
         ("02_model_and_losses", {}),
         ("03_training", {"dataset": "synthetic_drugs"}),
         ("04_sciplex_evaluation", {"dataset": "synthetic_drugs"}),
+        ("04_sciplex_evaluation", {"dataset": "synthetic_drugs4"}),
         ("05_genetic_perturbation", {"dataset": "synthetic_genes"}),
         ("06_combinatorial", {"dataset": "synthetic_combo"}),
         ("07_ablations", {"dataset": "synthetic_drugs"}),

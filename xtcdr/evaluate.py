@@ -403,10 +403,10 @@ def dense_float32(X) -> np.ndarray:
     return np.ascontiguousarray(X, dtype=np.float32)
 
 
-def _deg_positions(adata, condition: str) -> np.ndarray:
-    top_degs = adata.uns.get("top_degs")
+def _deg_positions(adata, condition: str, key: str = "top_degs") -> np.ndarray:
+    top_degs = adata.uns.get(key)
     if top_degs is None:
-        raise KeyError("adata.uns['top_degs'] is missing; run xtcdr.preprocess.preprocess first")
+        raise KeyError(f"adata.uns[{key!r}] is missing; run xtcdr.preprocess.preprocess first")
     if condition not in top_degs:
         raise KeyError(f"condition {condition!r} is missing from adata.uns['top_degs'] "
                        f"({len(top_degs)} conditions stored); recompute the DEGs with "
@@ -424,7 +424,7 @@ def _six(observed: np.ndarray, predicted: np.ndarray, degs: np.ndarray) -> list[
 
 def evaluate_transfer(predictor: Predictor, adata, *, split: str = "test", protocol: str = "auto",
                       seed: int = 0, tasks: list[TransferTask] | None = None,
-                      progress: bool = False) -> pd.DataFrame:
+                      progress: bool = False, degs_key: str = "top_degs") -> pd.DataFrame:
     """Score a predictor on every transfer task; one row per task.
 
     Parameters
@@ -439,6 +439,9 @@ def evaluate_transfer(predictor: Predictor, adata, *, split: str = "test", proto
         Precomputed tasks (reuse them so that every predictor sees the same halves).
     progress
         Show a tqdm progress bar.
+    degs_key
+        The ``uns`` entry holding each condition's DEGs (``"top_degs_score"``: the t-score-only
+        lists, for comparison). Tasks that carry their own ``deg_idx`` (within-context) keep it.
 
     Returns
     -------
@@ -460,7 +463,7 @@ def evaluate_transfer(predictor: Predictor, adata, *, split: str = "test", proto
     rows = []
     for task in iterator:
         degs = (np.asarray(task.deg_idx, dtype=np.int64) if task.deg_idx is not None
-                else _deg_positions(adata, task.condition))
+                else _deg_positions(adata, task.condition, degs_key))
         if not task.sources:
             raise ValueError(f"task {task.condition!r} has no sources to predict from")
         predictions = []

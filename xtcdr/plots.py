@@ -713,3 +713,30 @@ def plot_pairing(adata, pairs, *, context: str | None = None, n_examples: int = 
 
 
 __all__ += ["plot_pairing"]
+
+
+def plot_effect_ranking(effects: pd.DataFrame, held_out, *, title: str | None = None) -> Figure:
+    """Where the held-out perturbations sit in the measured effect ranking.
+
+    ``effects``: `xtcdr.pairing.perturbation_effects` (index perturbation, columns ``n_degs``,
+    ``shift``, ``rank``), strongest first. Bars are the number of DEGs; held-out ones in red.
+    """
+    held = effects.index.isin(list(held_out))
+    fig, (ax_bar, ax_scatter) = plt.subplots(1, 2, figsize=(11, 3.6), gridspec_kw={"width_ratios": [2.2, 1]})
+    ax_bar.bar(np.arange(len(effects)), effects["n_degs"], color=np.where(held, "tab:red", "0.7"))
+    ax_bar.set_xlabel("perturbations, strongest first (rank)")
+    ax_bar.set_ylabel("DEGs vs controls\n(|log2 fc| >= 1, q < 0.05)")
+    ax_bar.set_xticks(np.arange(0, len(effects), max(1, len(effects) // 12)))
+    ax_bar.set_xticklabels(np.arange(1, len(effects) + 1, max(1, len(effects) // 12)))
+    ax_bar.legend(handles=[plt.Rectangle((0, 0), 1, 1, color="tab:red"), plt.Rectangle((0, 0), 1, 1, color="0.7")],
+                  labels=["held out", "training"], frameon=False)
+    ax_bar.set_title("(a) measured effect ranking")
+    ax_scatter.scatter(effects["shift"], effects["n_degs"], c=np.where(held, "tab:red", "0.6"), s=18)
+    ax_scatter.set_xlabel("L2 shift of the mean profile")
+    ax_scatter.set_ylabel("DEGs")
+    ax_scatter.set_title("(b) two measures of effect agree")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+__all__ += ["plot_effect_ranking"]
