@@ -226,3 +226,21 @@ def test_replicate_runs_notebooks_and_stops_at_a_failing_one(tmp_path, monkeypat
     assert (out / "notebooks" / "01_data_and_pairing.ipynb").exists()
     assert not (out / "ran_03.txt").exists()  # the run stopped at the failing notebook
     assert not (out / "REPLICATION.md").exists()
+
+
+def test_train_or_load_initialises_from_the_training_seed(tmp_path, small_twin):
+    """Two fresh trainings with the same seed give the same model, whatever the global RNG held."""
+    import torch
+
+    from xtcdr.config import ModelConfig, TrainConfig
+
+    adata = pipeline.prepare("synthetic_drugs", data_dir=tmp_path / "data", verbose=False)
+    kwargs = dict(seed=3, model_config=ModelConfig(hidden=(16,), latent=4),
+                  train_config=TrainConfig(epochs=1, batch_size=64), device="cpu", progress=False,
+                  verbose=False)
+    torch.manual_seed(123)
+    first, _ = pipeline.train_or_load(adata, data_dir=tmp_path / "a", **kwargs)
+    torch.manual_seed(456)
+    second, _ = pipeline.train_or_load(adata, data_dir=tmp_path / "b", **kwargs)
+    for p, q in zip(first.state_dict().values(), second.state_dict().values()):
+        assert torch.equal(p, q)

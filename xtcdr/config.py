@@ -24,8 +24,8 @@ class DataConfig:
     min_log2fc: float = 1.0      # the paper's DEG threshold, log2 |fold change| >= 1
     deg_rule: str = "fold_change"  # "fold_change" (the paper) or "score" (t-score alone)
     hvg_cells: str = "all"       # "all" (the released code) or "non_test" (held-out cells excluded)
-    test_rule: str | None = None  # None: the dataset's default; "published" | "strongest" | "random"
-    n_test: int | None = None    # k for "strongest"/"random"; None: the dataset's or test_fraction
+    test_rule: str | None = None  # None: the dataset's default; "published" | "strongest" | "random" | "doubles"
+    n_test: int | None = None    # k for "strongest"/"random"/"doubles"; None: the dataset's or test_fraction (every double for "doubles")
     valid_fraction: float = 0.2  # cells of training perturbations held for validation (paper: 4:1)
     test_fraction: float = 0.2   # perturbations held out when a dataset has no published list
 
@@ -67,6 +67,12 @@ class LossWeights:
     The paper sums the five terms ("appropriately weighted", weights not given):
     ``LossWeights.paper()``. The released config weights reconstruction, cross transfer and basal
     reconstruction 5 each, similarity 5 and orthogonality 0.5: ``LossWeights.released()``.
+
+    ``combo`` weights a fifth reconstruction term that only the released double-gene code has,
+    ``D(S^a + P^a + P^b) -> X^(a+b)`` on measured *training* doubles (`xtcdr.losses`,
+    ``combination_reconstruction``). 0 (the default) switches it off: the paper trains on single
+    perturbations only. With a weight > 0 some doubles must be in training, e.g. prepare the data
+    with ``DataConfig(test_rule="doubles", n_test=k)`` (k seeded doubles held out, the rest train).
     """
 
     orth: float = 1.0
@@ -74,6 +80,7 @@ class LossWeights:
     reco_basal: float = 1.0
     reco_self: float = 1.0
     cross: float = 1.0
+    combo: float = 0.0  # the released code's fifth loss on training doubles; 0 = off (the paper)
 
     @classmethod
     def paper(cls) -> "LossWeights":

@@ -12,7 +12,15 @@ term (key)            equation                                                  
 ``reco_self``         MSE(D(S^a + P^a), x_a) + MSE(D(S^b + P^b), x_b)              Eq. 4
 ``cross``             MSE(D(S^b + P^a), x_a) + MSE(D(S^a + P^b), x_b)              Eq. 5
 ``total``             sum of weight * term                                         Eq. 6
+``combo``             MSE(D(S^a + P^a + P^b), x_ab) on training doubles            released
+                      code only (off by default; see below)
 ====================  ==========================================================  ============
+
+The fifth term ``combo`` (``LossWeights.combo``, 0 by default) exists only in the authors' released
+double-gene code: for a measured *training* double a+b and one cell of each single, the decoded
+sum of the single a cell's basal state and both singles' perturbation codes must reconstruct
+the double's cell. The paper says the model was trained on single perturbations only, so the
+default leaves it off; `loss_terms` computes it only when given a batch of such triples.
 
 MSE is the mean over cells and genes of each side (``torch.nn.functional.mse_loss``), and the two
 sides are added, as in the equations. Eq. 2 writes ``sum E_s(X^a) log(E_s(X^a) / E_s(X^b))``: a
@@ -28,9 +36,10 @@ import torch.nn.functional as F
 from .config import LossWeights
 
 __all__ = ["orthogonality", "similarity", "basal_reconstruction", "self_reconstruction",
-           "cross_transfer", "loss_terms", "TERMS"]
+           "cross_transfer", "combination_reconstruction", "loss_terms", "TERMS", "COMBO"]
 
 TERMS = ("orth", "sim", "reco_basal", "reco_self", "cross")
+COMBO = "combo"  # the fifth term of the released double-gene code (not in TERMS: off by default)
 
 
 def orthogonality(p_a: torch.Tensor, s_a: torch.Tensor, p_b: torch.Tensor, s_b: torch.Tensor) -> torch.Tensor:
@@ -62,14 +71,27 @@ def cross_transfer(xhat_a_from_b: torch.Tensor, xhat_b_from_a: torch.Tensor,
     return F.mse_loss(xhat_a_from_b, x_a) + F.mse_loss(xhat_b_from_a, x_b)
 
 
+def combination_reconstruction(xhat_ab: torch.Tensor, x_ab: torch.Tensor) -> torch.Tensor:
+    """Released code's fifth loss: D(S^a + P^a + P^b) -> x_ab, the cell of the double a+b."""
+    return F.mse_loss(xhat_ab, x_ab)
+
+
 def loss_terms(model, x_a: torch.Tensor, x_b: torch.Tensor, x_ctrl_a: torch.Tensor,
-               x_ctrl_b: torch.Tensor, weights: LossWeights | None = None) -> dict[str, torch.Tensor]:
+               x_ctrl_b: torch.Tensor, weights: LossWeights | None = None, *,
+               combo: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+               ) -> dict[str, torch.Tensor]:
     """All five terms and the weighted total (Eq. 6) for one batch of pairs.
 
     Each encoder runs once on the stacked batch ``[x_a; x_b]`` and the decoder once on the six
     latent states stacked, so the matrix multiplies are large (fast on any device); batch norm
     therefore sees the stacked batch. A term whose weight is 0 is still reported but adds
     nothing to ``total`` (and so sends no gradient).
+
+    ``combo``: an optional batch of training triples ``(x_single_a, x_single_b, x_double)``
+    (`xtcdr.pairing.combination_triples`); then the fifth term ``terms["combo"]`` =
+    `combination_reconstruction` of ``D(E_s(x_single_a) + E_p(x_single_a) + E_p(x_single_b))``
+    is reported too, in its own encoder and decoder pass, and added with weight ``weights.combo``.
+    Without ``combo`` the result is exactly the five terms of the paper.
     """
     w = weights or LossWeights()
     n = x_a.shape[0]
@@ -87,6 +109,12 @@ def loss_terms(model, x_a: torch.Tensor, x_b: torch.Tensor, x_ctrl_a: torch.Tens
         "reco_self": self_reconstruction(d[2], d[3], x_a, x_b),
         "cross": cross_transfer(d[4], d[5], x_a, x_b),
     }
+    if combo is not None:
+        xs_a, xs_b, x_ab = combo
+        m = xs_a.shape[0]
+        p_single = model.encode_perturbation(torch.cat([xs_a, xs_b]))
+        z_ab = model.encode_basal(xs_a) + p_single[:m] + p_single[m:]
+        terms[COMBO] = combination_reconstruction(model.decode(z_ab).float(), x_ab.float())
     total = sum(getattr(w, k) * v for k, v in terms.items() if getattr(w, k) != 0)
     terms["total"] = total if torch.is_tensor(total) else torch.zeros((), device=x_a.device)
     return terms

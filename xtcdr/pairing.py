@@ -8,7 +8,10 @@ ever contains one. Three rules choose the held-out perturbations (``test_rule``)
   their own cell type, as the paper held out "the most effective" sci-Plex drugs (the sci-Plex
   authors ranked drugs by their number of differentially expressed genes; we do the same, see
   `perturbation_effects`), the default of the drug twins;
-- ``"random"``: a seeded choice of k perturbations, the default otherwise.
+- ``"random"``: a seeded choice of k perturbations, the default otherwise;
+- ``"doubles"``: for a dataset with combinations, every double (the paper, the default there: the
+  model is trained on singles); with ``n_test=k``, a seeded choice of k doubles, so that the
+  others can train the released code's fifth loss (`combination_triples`).
 
 For a dataset with combinations the doubles are held out (the model is trained on singles, as the
 paper says). Of the remaining cells (controls included) a seeded, per-condition fraction goes to
@@ -32,9 +35,9 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["assign_split", "training_pairs", "Pairs", "is_combination", "perturbation_effects",
-           "TEST_RULES"]
+           "TEST_RULES", "Triples", "combination_triples"]
 
-TEST_RULES = ("published", "strongest", "random")
+TEST_RULES = ("published", "strongest", "random", "doubles")
 
 
 class Pairs(NamedTuple):
@@ -137,7 +140,7 @@ def assign_split(adata: ad.AnnData, *, test_perturbations=None, test_rule: str |
     n_test
         k, the number of perturbations ``"strongest"`` and ``"random"`` hold out. ``None``:
         ``uns['xtcdr']['n_test']`` when the dataset sets it, else ``test_fraction`` of them
-        (rounded, at least 1).
+        (rounded, at least 1). For ``"doubles"``: k seeded doubles (``None``: every double).
     valid_fraction
         Fraction of the cells of each remaining condition (controls included) put in ``valid``.
     seed
@@ -184,7 +187,17 @@ def assign_split(adata: ad.AnnData, *, test_perturbations=None, test_rule: str |
                                  "'random', or pass test_perturbations.")
             test_perturbations = published
         elif rule == "doubles":
-            test_perturbations = [p for p in perts if is_combination(p)]
+            doubles = [p for p in perts if is_combination(p)]
+            if not doubles:
+                raise ValueError("test_rule='doubles' but the data has no combinations "
+                                 "(perturbations joined with '+').")
+            test_perturbations = doubles
+            if n_test is not None:  # a seeded part of the doubles; the others stay in training
+                if not 1 <= int(n_test) <= len(doubles):
+                    raise ValueError(f"cannot hold out {n_test} of {len(doubles)} doubles; choose "
+                                     f"n_test between 1 and {len(doubles)} (None: all of them).")
+                test_perturbations = list(rng.choice(doubles, int(n_test), replace=False))
+            record["k"] = len(test_perturbations)
         else:
             k = n_test if n_test is not None else info.get("n_test")
             k = int(k) if k is not None else max(1, int(round(test_fraction * len(singles))))
@@ -277,3 +290,48 @@ def _cycle(rng: np.random.Generator, rows: np.ndarray, n: int) -> np.ndarray:
     """``n`` rows: whole shuffled passes over ``rows`` then a partial one."""
     reps = -(-n // rows.size)
     return np.concatenate([rng.permutation(rows) for _ in range(reps)])[:n]
+
+
+class Triples(NamedTuple):
+    """Row indices of training triples for the fifth loss: a double's cell and one cell of each
+    of its two singles, all of the same context and split."""
+
+    single_a: np.ndarray
+    single_b: np.ndarray
+    double: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.double.shape[0])
+
+
+def combination_triples(adata: ad.AnnData, *, split: str = "train", seed: int = 0) -> Triples:
+    """Every cell of a double a+b in ``split``, with a random cell of a and one of b.
+
+    The released double-gene code trains a fifth reconstruction loss on such triples,
+    ``D(E_s(x^a) + E_p(x^a) + E_p(x^b)) -> x^(a+b)`` (`xtcdr.losses.combination_reconstruction`).
+    The single cells come from the same context and split as the double (so held-out cells never
+    enter). A double whose singles have no cell there is skipped. The result is empty when
+    ``split`` holds no double (the paper's split: every double is held out).
+    """
+    require_obs(adata, ["cell_type", "perturbation", "is_control", "split"])
+    rng = np.random.default_rng(seed)
+    in_split = adata.obs["split"].astype(str).to_numpy() == split
+    ctype = adata.obs["cell_type"].astype(str).to_numpy()
+    pert = adata.obs["perturbation"].astype(str).to_numpy()
+    control = adata.obs["is_control"].to_numpy(bool)
+    parts = {k: [] for k in Triples._fields}
+    for ct, p in sorted(set(zip(ctype[in_split & ~control], pert[in_split & ~control]))):
+        if not is_combination(p):
+            continue
+        singles = p.split("+")
+        if len(singles) != 2:
+            continue  # triples, quadruples... have no pair of singles
+        rows = [np.flatnonzero(in_split & (ctype == ct) & (pert == s)) for s in singles]
+        if any(r.size == 0 for r in rows):
+            continue
+        doubles = np.flatnonzero(in_split & (ctype == ct) & (pert == p))
+        parts["double"].append(doubles)
+        parts["single_a"].append(rng.choice(rows[0], doubles.size))
+        parts["single_b"].append(rng.choice(rows[1], doubles.size))
+    return Triples(**{k: (np.concatenate(v) if v else np.zeros(0)).astype(np.int64)
+                      for k, v in parts.items()})

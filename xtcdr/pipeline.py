@@ -152,7 +152,7 @@ def train_or_load(adata: ad.AnnData, *, profile: str | Profile = "quick", seed: 
     weights (ablations); ``seed`` replaces the training seed.
     """
     from .model import XTransferCDR
-    from .train import CHECKPOINT_NAME, fit, load_checkpoint, resolve_device
+    from .train import CHECKPOINT_NAME, fit, load_checkpoint, resolve_device, set_seed
 
     prof = get_profile(profile)
     mcfg = model_config or prof.model
@@ -174,6 +174,7 @@ def train_or_load(adata: ad.AnnData, *, profile: str | Profile = "quick", seed: 
             return model, pd.DataFrame(state["history"])
     if force and ckpt.exists():
         ckpt.unlink()
+    set_seed(tcfg.seed)  # the initial weights depend on the training seed only
     model = XTransferCDR(adata.n_vars, mcfg)
     if verbose:
         print(f"train_or_load: training {dataset_name(adata)} on {dev} "

@@ -29,9 +29,9 @@ from tqdm.auto import tqdm
 
 from .config import LossWeights, ModelConfig, TrainConfig
 from .evaluate import dense_float32
-from .losses import TERMS, loss_terms
+from .losses import COMBO, TERMS, loss_terms
 from .model import XTransferCDR
-from .pairing import training_pairs
+from .pairing import combination_triples, training_pairs
 
 __all__ = ["fit", "set_seed", "resolve_device", "save_checkpoint", "load_checkpoint",
            "CheckpointError", "CHECKPOINT_NAME"]
@@ -134,8 +134,31 @@ def _pair_tensors(pairs, device):
     return [torch.from_numpy(v).to(device) for v in pairs]
 
 
-def _run_epoch(model, X, idx, config, device, *, optimizer=None, generator=None):
-    """One pass over pairs ``idx``; returns the mean of each term. Trains when given an optimizer."""
+def _combos(adata, split, config, device, seed):
+    """Index tensors of the fifth loss's triples in ``split``; None when its weight is 0 or none."""
+    if not config.weights.combo:
+        return None
+    triples = combination_triples(adata, split=split, seed=seed)
+    return _pair_tensors(triples, device) if len(triples) else None
+
+
+def _combo_batches(X, combos, n_batches, shuffle, generator, device):
+    """Triples (single a, single b, double) for the fifth loss spread over ``n_batches`` batches:
+    one tuple of expression tensors per batch (None for a batch with fewer than 2 triples, as
+    batch norm needs 2 rows), or None for every batch when ``combos`` is None (the paper)."""
+    if combos is None:
+        return [None] * n_batches
+    n = combos[0].shape[0]
+    order = torch.randperm(n, generator=generator).to(device) if shuffle else torch.arange(n, device=device)
+    return [tuple(X[t[c]].to(device, non_blocking=True) for t in combos) if c.numel() >= 2 else None
+            for c in torch.tensor_split(order, n_batches)]
+
+
+def _run_epoch(model, X, idx, config, device, *, optimizer=None, generator=None, combos=None):
+    """One pass over pairs ``idx``; returns the mean of each term. Trains when given an optimizer.
+
+    ``combos``: triples for the released code's fifth loss (`_combo_batches`), or None.
+    """
     a, b, ca, cb = idx
     n = a.shape[0]
     train = optimizer is not None
@@ -143,19 +166,27 @@ def _run_epoch(model, X, idx, config, device, *, optimizer=None, generator=None)
     n_batches = max(1, n // config.batch_size)
     sums = torch.zeros(len(TERMS) + 1, device=device)
     amp = device.type == "cuda"
-    for chunk in torch.tensor_split(order, n_batches):
+    combo_batches = _combo_batches(X, combos, n_batches, train, generator, device)
+    combo_sum, combo_rows = torch.zeros((), device=device), 0
+    for chunk, combo in zip(torch.tensor_split(order, n_batches), combo_batches):
         xa, xb, xca, xcb = X[a[chunk]], X[b[chunk]], X[ca[chunk]], X[cb[chunk]]
         if xa.device != device:
             xa, xb, xca, xcb = (t.to(device, non_blocking=True) for t in (xa, xb, xca, xcb))
         with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
-            terms = loss_terms(model, xa, xb, xca, xcb, config.weights)
+            terms = loss_terms(model, xa, xb, xca, xcb, config.weights, combo=combo)
         if train:
             optimizer.zero_grad(set_to_none=True)
             terms["total"].backward()
             optimizer.step()
         sums += torch.stack([terms[k].detach().float() for k in (*TERMS, "total")]) * chunk.numel()
+        if combo is not None:
+            combo_sum += terms[COMBO].detach().float() * combo[0].shape[0]
+            combo_rows += combo[0].shape[0]
     means = (sums / n).tolist()
-    return dict(zip((*TERMS, "total"), means))
+    out = dict(zip((*TERMS, "total"), means))
+    if combos is not None:  # the fifth term's mean over its triples
+        out[COMBO] = (combo_sum / combo_rows).item() if combo_rows else float("nan")
+    return out
 
 
 @torch.no_grad()
@@ -213,6 +244,11 @@ def fit(model: XTransferCDR, adata: ad.AnnData, config: TrainConfig | None = Non
     if model.n_genes != adata.n_vars:
         raise ValueError(f"model expects {model.n_genes} genes but the data has {adata.n_vars}; "
                          "build the model with XTransferCDR(adata.n_vars, ...).")
+    if config.weights.combo and not len(combination_triples(adata, split="train")):
+        raise ValueError("LossWeights.combo > 0 (the released code's fifth loss) needs measured "
+                         "doubles in the training split, but every double is held out (the "
+                         "paper's split). Prepare the data with DataConfig(test_rule='doubles', "
+                         "n_test=k) to hold out only k doubles, or set combo=0.")
     set_seed(config.seed)
     dev = resolve_device(device)
     model.to(dev)
@@ -225,6 +261,7 @@ def fit(model: XTransferCDR, adata: ad.AnnData, config: TrainConfig | None = Non
             valid_idx = _pair_tensors(training_pairs(adata, split="valid", seed=config.seed), dev)
         except ValueError:
             valid_idx = None  # too few validation cells to pair: history has no valid_ columns
+    valid_combos = _combos(adata, "valid", config, dev, config.seed)
     # fused: one pass over each parameter per step instead of about ten (same update rule)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
                                  fused=dev.type in ("cpu", "cuda"))
@@ -261,14 +298,15 @@ def fit(model: XTransferCDR, adata: ad.AnnData, config: TrainConfig | None = Non
         model.train()
         row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "n_pairs": len(pairs)}
         train_means = _run_epoch(model, X, _pair_tensors(pairs, dev), config, dev,
-                                 optimizer=optimizer, generator=gen)
+                                 optimizer=optimizer, generator=gen,
+                                 combos=_combos(adata, "train", config, dev, config.seed * 100_003 + epoch))
         row.update({f"train_{k}": v for k, v in train_means.items()})
         if scheduler is not None:
             scheduler.step()
         if valid_idx is not None:
             model.eval()
             with torch.no_grad():
-                valid_means = _run_epoch(model, X, valid_idx, config, dev)
+                valid_means = _run_epoch(model, X, valid_idx, config, dev, combos=valid_combos)
             row.update({f"valid_{k}": v for k, v in valid_means.items()})
             row["valid_r2_deg"] = _valid_r2_deg(model, X, valid_idx, adata, dev)
         row["seconds"] = time.perf_counter() - t0
