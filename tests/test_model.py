@@ -1,10 +1,12 @@
-"""XTransferCDR: shapes, the two variants, train/eval behaviour and the prediction formulas."""
+"""XTransferCDR: shapes, the two variants, train/eval behaviour, dropout and the prediction formulas."""
+import math
+
 import pytest
 import torch
 from torch import nn
 
 from xtcdr.config import ModelConfig
-from xtcdr.model import ResidualBlock, XTransferCDR
+from xtcdr.model import Dropout, ResidualBlock, XTransferCDR, keep_threshold, random_keep_mask
 
 G = 20
 
@@ -39,6 +41,7 @@ def test_paper_variant_architecture():
     assert [(m.in_features, m.out_features) for m in linears] == [(G, 32), (32, 16), (16, 12), (12, 8)]
     assert sum(isinstance(m, nn.BatchNorm1d) for m in model.encoder_basal) == 3
     assert sum(isinstance(m, nn.Dropout) for m in model.encoder_basal) == 3
+    assert all(type(m) is Dropout for m in model.modules() if isinstance(m, nn.Dropout))
     assert isinstance(model.encoder_basal[-1], nn.Linear)  # linear latent, can be negative
     assert isinstance(model.decoder[-1], nn.Linear)
 
@@ -107,3 +110,101 @@ def test_predictions_equal_the_explicit_formulas(variant):
 def test_unknown_variant_is_refused():
     with pytest.raises(ValueError, match="'paper' or 'released'"):
         ModelConfig(variant="resnet")
+
+
+# --------------------------------------------------------------------------------------------
+# dropout (16 random bits per unit on the CPU; see the module docstring of xtcdr.model)
+# --------------------------------------------------------------------------------------------
+def _z(count: float, expected: float, n: int) -> float:
+    """How many binomial standard deviations ``count`` is from ``n * expected``."""
+    return abs(count - n * expected) / math.sqrt(n * expected * (1 - expected))
+
+
+@pytest.mark.parametrize("p", [0.1, 0.2, 0.5, 0.9])
+def test_dropout_keeps_each_unit_with_the_documented_probability(p):
+    k = keep_threshold(p)
+    keep = k / 65536
+    assert abs(keep - (1 - p)) <= 1 / 131072  # the quantisation of 1 - p stated in the docs
+    torch.manual_seed(0)
+    x = torch.ones(1000, 1001)  # an odd number of units: the last word is only partly used
+    out = Dropout(p).train()(x)
+    kept = out != 0
+    n = x.numel()
+    # 5 binomial sd: a false alarm about once in 3.5 million runs (and the seed is fixed)
+    assert _z(kept.sum().item(), keep, n) < 5
+    # survivors carry exactly 1 / (keep probability actually used), dropped units are 0
+    assert torch.equal(out[kept], torch.full_like(out[kept], 65536 / k))
+    # each of the four 16-bit lanes of a random word, and pairs of neighbouring units
+    flat = kept.flatten()[: n // 4 * 4].view(-1, 4)
+    for lane in range(4):
+        assert _z(flat[:, lane].sum().item(), keep, flat.shape[0]) < 5, lane
+    both = (flat[:, :-1] & flat[:, 1:]).sum().item()  # independent units: P(both kept) = keep^2
+    assert _z(both, keep * keep, flat[:, :-1].numel()) < 5
+
+
+@pytest.mark.parametrize("threshold", [0, 1, 65535])
+def test_keep_mask_resolves_single_steps_of_the_threshold(threshold):
+    """At the extremes one step of 1/65536 is 64 units of 4M (sd 8): an off-by-one shows."""
+    n = 1 << 22
+    kept = random_keep_mask((n,), threshold, torch.Generator().manual_seed(3)).sum().item()
+    if threshold == 0:
+        assert kept == 0
+    else:
+        assert _z(kept, threshold / 65536, n) < 5
+
+
+@pytest.mark.parametrize("p", [0.1, 0.2])
+def test_dropout_keeps_the_expectation_of_the_input(p):
+    torch.manual_seed(1)
+    x = torch.rand(2000, 1000) + 0.5
+    out = Dropout(p).train()(x)
+    k = keep_threshold(p)
+    assert (k / 65536) * (65536 / k) == pytest.approx(1.0, abs=1e-15)
+    ratio = (out / x).double()  # 0 or the scale; its mean estimates E[out] / x
+    sd = ratio.std().item() / math.sqrt(ratio.numel())
+    assert abs(ratio.mean().item() - 1.0) < 5 * sd
+    # the empirical check resolves scale errors of about 0.2% and more; the identity above is
+    # what makes the expectation exact
+
+
+def test_dropout_is_the_identity_in_eval_mode_and_for_p_zero():
+    x = _x(64)
+    drop = Dropout(0.2).eval()
+    assert drop(x) is x
+    assert Dropout(0.0).train()(x) is x
+    assert torch.equal(Dropout(1.0).train()(x), torch.zeros_like(x))
+
+
+def test_dropout_gradient_flows_only_through_kept_units():
+    torch.manual_seed(2)
+    x = (torch.rand(300, 70) + 0.1).requires_grad_()
+    g = torch.randn(300, 70)
+    drop = Dropout(0.2).train()
+    out = drop(x)
+    out.backward(g)
+    kept = out.detach() != 0
+    scale = 65536 / keep_threshold(0.2)
+    assert 0 < kept.float().mean() < 1
+    assert torch.equal(x.grad[~kept], torch.zeros_like(x.grad[~kept]))
+    assert torch.equal(x.grad[kept], g[kept] * scale)
+
+
+def test_dropout_masks_follow_the_torch_seed():
+    x = torch.ones(64, 257)
+    drop = Dropout(0.2).train()
+
+    def draw(seed):
+        torch.manual_seed(seed)
+        return drop(x), drop(x)
+
+    a1, a2 = draw(7)
+    b1, b2 = draw(7)
+    assert torch.equal(a1, b1) and torch.equal(a2, b2)  # same seed, same masks, bit for bit
+    assert not torch.equal(a1, a2)  # consecutive calls differ
+    c1, _ = draw(8)
+    assert not torch.equal(a1, c1)  # another seed, other masks
+    # the masks come from the global generator, so its saved state replays them (resume)
+    state = torch.get_rng_state()
+    d1 = drop(x)
+    torch.set_rng_state(state)
+    assert torch.equal(d1, drop(x))

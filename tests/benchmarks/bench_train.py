@@ -63,7 +63,7 @@ OUT_JSON = ROOT / "reports" / "benchmarks" / "train.json"
 N_GENES = 2000
 BATCH = 512
 TARGETS = {
-    "peak_fraction_min": 0.70,      # FLOPs per step / step time / matmul peak
+    "peak_fraction_min": 0.80,      # FLOPs per step / step time / matmul peak
     "loader_speedup_min": 3.0,      # pandas per-row loader epoch / our epoch
     "gather_share_max": 0.05,       # batch gathering / epoch time
     # peak RSS < 2 x expression bytes + parameters + Adam state (computed in section 6)
@@ -247,7 +247,7 @@ def profile_steps(model, X, idx, config, optimizer, steps: int = 2) -> dict:
     time_steps(model, X, idx, config, optimizer, warmup=1, steps=0)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         time_steps(model, X, idx, config, optimizer, warmup=0, steps=steps)
-    groups = {"matrix multiply (mm/addmm)": 0.0, "dropout masks (bernoulli_)": 0.0,
+    groups = {"matrix multiply (mm/addmm)": 0.0, "dropout masks (random bits)": 0.0,
               "batch norm": 0.0, "optimizer step (all Adam ops)": 0.0, "other element-wise": 0.0}
     total = 0.0
     for ev in prof.key_averages():
@@ -260,8 +260,9 @@ def profile_steps(model, X, idx, config, optimizer, steps: int = 2) -> dict:
         total += ev.self_cpu_time_total
         if name in ("aten::mm", "aten::addmm"):
             groups["matrix multiply (mm/addmm)"] += ev.self_cpu_time_total
-        elif "bernoulli" in name:
-            groups["dropout masks (bernoulli_)"] += ev.self_cpu_time_total
+        elif "bernoulli" in name or name in ("aten::random_", "aten::lt"):
+            # nn.Dropout draws with bernoulli_; xtcdr.model.Dropout with random_ and a comparison
+            groups["dropout masks (random bits)"] += ev.self_cpu_time_total
         elif "batch_norm" in name:
             groups["batch norm"] += ev.self_cpu_time_total
     # optimizer ops are inside ``total`` through their self times; ``other`` is the remainder
