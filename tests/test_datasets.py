@@ -103,7 +103,10 @@ def test_registry_entries():
     assert len(datasets.REGISTRY["sciplex3"].test_perturbations) == 9
     assert datasets.REGISTRY["sciplex4"].test_perturbations == (
         "Dacinostat", "CUDC-907", "Quisinostat", "Panobinostat", "Givinostat")
-    assert datasets.REGISTRY["replogle_k562"].test_perturbations == ()
+    k562 = datasets.REGISTRY["replogle_k562"].test_perturbations
+    rpe1 = datasets.REGISTRY["replogle_rpe1"].test_perturbations
+    assert len(k562) == len(set(k562)) == 39 and len(rpe1) == len(set(rpe1)) == 98
+    assert len(set(k562) & set(rpe1)) == 17 and {"GATA1", "SARS"} <= set(k562)
     with pytest.raises(Exception):
         datasets.REGISTRY["sciplex3"].md5 = "x"  # frozen
 

@@ -36,7 +36,7 @@ from anndata.utils import make_index_unique
 __all__ = [
     "DatasetInfo", "REGISTRY", "SYNTHETIC", "names", "dataset_info", "default_data_dir",
     "load", "fetch", "convert", "from_anndata", "validate_schema", "match_perturbations",
-    "STANDARD_COLUMNS",
+    "STANDARD_COLUMNS", "concat_lines",
 ]
 
 STANDARD_COLUMNS = ("cell_type", "perturbation", "dose", "is_control", "condition")
@@ -92,6 +92,25 @@ def _scperturb(name: str, filename: str, md5: str | None, kind: str, description
                        kind=kind, description=description, **fields)
 
 
+# The held-out knockdowns of the paper's Replogle splits (the same lab's earlier split,
+# hliulab/cycleCDR preprocessing/replogle_*_essential/split.py): 39 in K562, 98 in RPE-1, 17 in both.
+_REPLOGLE_K562_TEST = (
+    "RPL23A", "EIF3B", "SUPT16H", "FAU", "RTF1", "MED12", "PRPF31", "PLRG1", "SNRNP70", "PSMC4",
+    "MED21", "SNRPE", "CNOT1", "SARS", "PAF1", "RPL17", "POLR2H", "MED4", "SLU7", "SNRPD1",
+    "MED30", "PSMD2", "CHMP3", "HSPA5", "SNRPA1", "MED9", "SFPQ", "HSPA9", "INTS2", "PHB2",
+    "SUPT5H", "EIF2S1", "EIF2S3", "SNRPF", "PHB", "SUPT6H", "AQR", "GATA1", "SRSF3")
+_REPLOGLE_RPE1_TEST = (
+    "EIF3B", "EXOSC9", "RPL8", "DDX21", "SFPQ", "EIF3E", "BDP1", "PUF60", "RPS7", "RPL12",
+    "RPL18A", "RPS9", "RPS8", "RPL34", "SART1", "ARCN1", "NOL11", "RPL39", "RPL35A", "RPS18",
+    "RPL23A", "DARS", "RPS6", "RPL6", "CACTIN", "RPL35", "PRPF8", "WEE1", "SLU7", "EIF2S2",
+    "RPL3", "EIF2B4", "SCFD1", "IPO13", "RPS19", "BUD13", "RPL23", "RPL38", "IGBP1", "RPS23",
+    "AARS", "CDC5L", "RPL36", "BET1", "RPL17", "SF3B2", "PSMD8", "PSMD11", "SNRPA1", "RPL18",
+    "PSMA2", "RPL30", "EIF2S3", "RAC3", "PRPF31", "SNIP1", "RPL21", "GPKOW", "RPL15", "RPL14",
+    "CNOT1", "SRSF3", "SNRNP70", "MED22", "STX5", "SUPT16H", "SNRPE", "SRP68", "ETF1", "SNRPD1",
+    "DHX8", "SNRNP200", "FTSJ3", "PSMB6", "PSMB1", "SNRPD3", "SMU1", "EIF2S1", "PSMC4", "PSMD12",
+    "TRAPPC8", "POLR3D", "PSMB2", "COPB1", "PSMC3", "PRPF6", "PSMC5", "PSMB5", "PSMA4", "PSMC2",
+    "PSMD14", "PSMD6", "PSMA3", "PSMB3", "PSMC1", "PSMA6", "PSMD1", "HSPA5")
+
 REGISTRY: dict[str, DatasetInfo] = {
     info.name: info for info in [
         _scperturb(
@@ -116,13 +135,18 @@ REGISTRY: dict[str, DatasetInfo] = {
             "replogle_k562", "ReplogleWeissman2022_K562_essential.h5ad",
             "d8cba17576d1a8afc0f7d71b79cad0f7", "genetic",
             "Replogle et al. 2022 genome-scale Perturb-seq, K562 essential-gene CRISPRi screen "
-            "(one cell line); 'control' = non-targeting guides.",
+            "(one cell line); 'control' = non-targeting guides. Held out: the 39 knockdowns of the "
+            "paper's authors' K562 split (hliulab/cycleCDR), whose cells are split into a read "
+            "and a scored half.",
+            test_perturbations=_REPLOGLE_K562_TEST,
             paper_table="Table 3"),
         _scperturb(
             "replogle_rpe1", "ReplogleWeissman2022_rpe1.h5ad",
             "cc7f1ec50aeb3a3e1b4a6cfa713d80fa", "genetic",
             "Replogle et al. 2022 Perturb-seq, RPE-1 essential-gene CRISPRi screen (one cell "
-            "line); 'control' = non-targeting guides.",
+            "line); 'control' = non-targeting guides. Held out: the 98 knockdowns of the paper's "
+            "authors' RPE-1 split (hliulab/cycleCDR), 17 of them also held out in K562.",
+            test_perturbations=_REPLOGLE_RPE1_TEST,
             paper_table="Table 3"),
         _scperturb(
             "norman2019", "NormanWeissman2019_filtered.h5ad",
@@ -346,6 +370,7 @@ def _record_test_perturbations(adata: AnnData, info: DatasetInfo) -> None:
                       stacklevel=3)
     adata.uns["xtcdr"]["test_perturbations"] = [h for hits in found.values() for h in hits]
     adata.uns["xtcdr"]["test_perturbations_paper"] = list(info.test_perturbations)
+    adata.uns["xtcdr"]["test_perturbations_missing"] = missing
 
 
 def _is_control_label(values: pd.Series, control_value: str) -> np.ndarray:
@@ -620,3 +645,48 @@ def match_perturbations(wanted, available) -> dict[str, list[str]]:
         raise ValueError(f"No label matches {missing}; closest labels: {hints}. "
                          f"Check the names against adata.obs['perturbation'].unique().")
     return result
+
+
+def concat_lines(adatas: dict[str, AnnData]) -> AnnData:
+    """Join datasets of different cell lines (e.g. the two Replogle screens) on their shared genes.
+
+    Each input is in the standard obs schema (from :func:`load`); cells keep their cell type, so
+    a perturbation measured in both becomes two conditions. Only the genes present in every
+    input are kept (an inner join on ``var_names``).
+
+    Sets
+    ----
+    ``uns['xtcdr']``: ``dataset`` (the names joined with ``'+'``), ``genes_lost`` (name -> how
+    many of its genes are dropped), ``n_genes_shared``, and ``test_perturbations``, the union of
+    the inputs' held-out lists (so a knockdown held out in one line is held out in both).
+    """
+    import anndata
+
+    if len(adatas) < 2:
+        raise ValueError(f"concat_lines joins at least two datasets, got {len(adatas)}")
+    for adata in adatas.values():
+        validate_schema(adata)
+    shared = None
+    for adata in adatas.values():
+        names_here = pd.Index(adata.var_names)
+        shared = names_here if shared is None else shared.intersection(names_here, sort=False)
+    if len(shared) == 0:
+        raise ValueError("the datasets share no gene names; check that var_names use the same "
+                         "gene identifiers (symbols or Ensembl ids) in every dataset")
+    parts = [a[:, shared] for a in adatas.values()]
+    out = anndata.concat(parts, join="inner", label="source_dataset", keys=list(adatas),
+                         index_unique="-")
+    for column in ("cell_type", "perturbation", "condition"):
+        out.obs[column] = out.obs[column].astype(str)
+    out.obs = out.obs[list(STANDARD_COLUMNS) + [c for c in out.obs.columns
+                                                if c not in STANDARD_COLUMNS]]
+    held_out = sorted({str(p) for a in adatas.values()
+                       for p in a.uns.get("xtcdr", {}).get("test_perturbations", [])})
+    out.uns["xtcdr"] = dict(
+        source=" + ".join(str(a.uns.get("xtcdr", {}).get("source", n)) for n, a in adatas.items()),
+        dataset="+".join(adatas), version=_package_version(),
+        genes_lost={n: int(a.n_vars - len(shared)) for n, a in adatas.items()},
+        n_genes_shared=int(len(shared)))
+    if held_out:
+        out.uns["xtcdr"]["test_perturbations"] = held_out
+    return out

@@ -40,6 +40,7 @@ __all__ = [
     "Source", "TransferTask", "transfer_tasks", "PROTOCOLS",
     "Predictor", "ModelPredictor",
     "METRIC_COLUMNS", "evaluate_transfer", "summarize", "compare", "scored_degs",
+    "target_positions",
 ]
 
 PROTOCOLS = ("auto", "cross", "within", "combination")
@@ -422,9 +423,33 @@ def _six(observed: np.ndarray, predicted: np.ndarray, degs: np.ndarray) -> list[
             pearson(observed, predicted), pearson(observed[degs], predicted[degs])]
 
 
+def target_positions(adata, perturbation: str, sep: str = "+") -> np.ndarray:
+    """Positions in ``adata.var_names`` of the genes a genetic perturbation names (its targets).
+
+    ``"RPL23A"`` -> the position of RPL23A; ``"FOSB+CEBPB"`` -> both; names that are not genes of
+    ``adata`` (drugs, or a target not among the kept genes) give nothing.
+    """
+    positions = pd.Index(adata.var_names).get_indexer([p for p in str(perturbation).split(sep) if p])
+    return np.unique(positions[positions >= 0])
+
+
+def _dropped(adata, task: TransferTask, drop_genes) -> np.ndarray:
+    if drop_genes is None:
+        return np.array([], dtype=np.int64)
+    if drop_genes == "target":
+        return target_positions(adata, task.perturbation)
+    if callable(drop_genes):
+        names = list(drop_genes(task))
+        positions = pd.Index(adata.var_names).get_indexer(names)
+        return np.unique(positions[positions >= 0])
+    raise ValueError(f"drop_genes must be None, 'target' or a function task -> gene names, "
+                     f"got {drop_genes!r}")
+
+
 def evaluate_transfer(predictor: Predictor, adata, *, split: str = "test", protocol: str = "auto",
                       seed: int = 0, tasks: list[TransferTask] | None = None,
-                      progress: bool = False, degs_key: str = "top_degs") -> pd.DataFrame:
+                      progress: bool = False, degs_key: str = "top_degs",
+                      drop_genes=None) -> pd.DataFrame:
     """Score a predictor on every transfer task; one row per task.
 
     Parameters
@@ -442,6 +467,11 @@ def evaluate_transfer(predictor: Predictor, adata, *, split: str = "test", proto
     degs_key
         The ``uns`` entry holding each condition's DEGs (``"top_degs_score"``: the t-score-only
         lists, for comparison). Tasks that carry their own ``deg_idx`` (within-context) keep it.
+    drop_genes
+        Genes left out of both gene sets (all genes and DEGs) of each task before scoring:
+        ``None`` (default) keeps every gene; ``"target"`` leaves out the gene(s) the perturbation
+        names (`target_positions`: a knockdown's own target, whose measured fall is part of the
+        readout rather than of the response); a function ``task -> gene names`` any others.
 
     Returns
     -------
@@ -476,12 +506,19 @@ def evaluate_transfer(predictor: Predictor, adata, *, split: str = "test", proto
         predicted = np.mean(predictions, axis=0)
         observed = X[task.target_idx].mean(axis=0, dtype=np.float64)
         control_mean = X[task.control_idx].mean(axis=0, dtype=np.float64)
+        drop = _dropped(adata, task, drop_genes)
+        if drop.size:
+            keep = np.setdiff1d(np.arange(n_genes), drop)
+            degs = np.searchsorted(keep, degs[~np.isin(degs, drop)])
+            predicted, observed, control_mean = predicted[keep], observed[keep], control_mean[keep]
         values = _six(observed, predicted, degs) + _six(observed - control_mean, predicted - control_mean, degs)
         rows.append([task.condition, task.cell_type, task.perturbation, task.protocol,
                      int(np.asarray(task.target_idx).size), len(task.sources), int(degs.size), *values])
 
     df = pd.DataFrame(rows, columns=list(_TASK_COLUMNS + METRIC_COLUMNS))
     df.attrs["predictor"] = predictor.name
+    if drop_genes is not None:
+        df.attrs["drop_genes"] = drop_genes if isinstance(drop_genes, str) else "custom"
     return df
 
 

@@ -8,7 +8,9 @@ ever contains one. Three rules choose the held-out perturbations (``test_rule``)
   their own cell type, as the paper held out "the most effective" sci-Plex drugs (the sci-Plex
   authors ranked drugs by their number of differentially expressed genes; we do the same, see
   `perturbation_effects`), the default of the drug twins;
-- ``"random"``: a seeded choice of k perturbations, the default otherwise;
+- ``"random"``: a seeded choice of k perturbations, the default otherwise (drawn within each
+  set of cell types that measure a perturbation when ``uns['xtcdr']['test_strata'] ==
+  "cell_types"``, as for the two-line genetic twin);
 - ``"doubles"``: for a dataset with combinations, every double (the paper, the default there: the
   model is trained on singles); with ``n_test=k``, a seeded choice of k doubles, so that the
   others can train the released code's fifth loss (`combination_triples`).
@@ -214,6 +216,10 @@ def assign_split(adata: ad.AnnData, *, test_perturbations=None, test_rule: str |
                               effect_measure="number of genes with |log2 fc| >= 1 and BH q < 0.05 "
                                              "against same-cell-type controls, mean over cell "
                                              "types; ties by the L2 shift of the mean profile")
+            elif info.get("test_strata") == "cell_types" and n_test is None and info.get("n_test") is None:
+                test_perturbations, record["strata"] = _random_by_cell_types(
+                    adata, singles, test_fraction, rng)
+                k = len(test_perturbations)
             else:
                 test_perturbations = list(rng.choice(singles, k, replace=False))
             record["k"] = int(k)
@@ -244,6 +250,28 @@ def assign_split(adata: ad.AnnData, *, test_perturbations=None, test_rule: str |
     record.setdefault("k", len(test_perturbations))
     info["split"] = record
     adata.uns["xtcdr"] = info
+
+
+def _random_by_cell_types(adata, singles, fraction, rng) -> tuple[list[str], dict]:
+    """The ``"random"`` rule drawn separately within each measurement pattern.
+
+    A perturbation's stratum is the set of cell types that measure it (for two screens: line A
+    only, line B only, both). In each stratum of n perturbations ``round(fraction * n)`` are held
+    out (at least one when n >= 2), so perturbations measured in several cell types are always
+    among the held-out ones when there are any. Used where ``uns['xtcdr']['test_strata'] ==
+    "cell_types"`` (the genetic twin). Returns the held-out list and stratum -> count held out.
+    """
+    obs = adata.obs[~adata.obs["is_control"].to_numpy(bool)]
+    lines = (obs.groupby(obs["perturbation"].astype(str), observed=True)["cell_type"]
+             .agg(lambda s: "+".join(sorted(set(s.astype(str))))))
+    chosen, counts = [], {}
+    for stratum in sorted(set(lines.loc[singles])):
+        members = sorted(p for p in singles if lines[p] == stratum)
+        k = int(round(fraction * len(members)))
+        k = max(1, k) if len(members) >= 2 else 0
+        chosen += list(rng.choice(members, k, replace=False)) if k else []
+        counts[stratum] = k
+    return chosen, counts
 
 
 def training_pairs(adata: ad.AnnData, *, split: str = "train", seed: int = 0) -> Pairs:

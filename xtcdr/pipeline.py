@@ -79,7 +79,7 @@ def prepare(dataset: str | ad.AnnData, *, profile: str | Profile = "quick", seed
         if name not in datasets.names():
             datasets.load(name, data_dir=data_dir)  # raises the helpful unknown-name error
         key = config_hash(cfg, seed, sorted(test_perturbations) if test_perturbations else None,
-                          _package_version())
+                          _package_version(), *_twin_settings(name))
         cache = data_dir / "processed" / f"{name}__{prof.name}__seed{seed}__{key}.h5ad"
         if cache.exists() and not force:
             if verbose:
@@ -102,6 +102,14 @@ def prepare(dataset: str | ad.AnnData, *, profile: str | Profile = "quick", seed
         if verbose:
             print(f"prepare: wrote {cache.name} ({adata.n_obs} cells x {adata.n_vars} genes)")
     return adata
+
+
+def _twin_settings(name: str) -> list:
+    """A synthetic twin's simulator settings and split rule (part of its cache key, so that a
+    changed twin is never read from an old cache); nothing for real datasets."""
+    from .synthetic import TWIN_SPLITS, TWINS
+
+    return [TWINS[name], TWIN_SPLITS.get(name, {})] if name in TWINS else []
 
 
 def _preprocess_and_split(raw, cfg, seed, test_perturbations, hvg_exclude=None) -> ad.AnnData:

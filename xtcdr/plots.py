@@ -775,6 +775,42 @@ def plot_double_degs(observed_cells: np.ndarray, predictions: dict, genes, *,
               bbox_to_anchor=(0.5, -0.28), frameon=False)
     if title:
         ax.set_title(title, fontsize=10)
+
+
+# --- notebook 05: single-gene knockdowns ------------------------------------------------------
+def plot_knockdown_profile(mean_control: np.ndarray, mean_knockdown: np.ndarray, target: int,
+                           degs: np.ndarray, target_log2fc: pd.Series, *, label: str = "",
+                           min_log2fc: float = 1.0, title: str | None = None) -> Figure:
+    """What one knockdown does (left) and where every knockdown's own target lands (right).
+
+    Left: log2 fold change of each gene (knockdown mean against control mean, log1p scale
+    back-transformed as in `xtcdr.preprocess.deg_statistics`) against the gene's control level;
+    the condition's DEGs in red, its target gene circled. Right: the target gene's log2 fold
+    change for every knockdown in ``target_log2fc`` (index: condition), with the DEG threshold.
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lfc = np.log2((np.expm1(mean_knockdown) + 1e-9) / (np.expm1(mean_control) + 1e-9))
+    lfc = np.clip(lfc, -8, 8)   # genes with no control counts would sit at -30 (pseudocount 1e-9)
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [1.4, 1]})
+    ax.scatter(mean_control, lfc, s=5, color="0.6", label="all genes")
+    ax.scatter(mean_control[degs], lfc[degs], s=12, color="crimson", label=f"top DEGs ({len(degs)})")
+    ax.scatter([mean_control[target]], [lfc[target]], s=120, facecolors="none", edgecolors="black",
+               linewidths=1.5, label="the knocked-down gene", zorder=4)
+    for y in (-min_log2fc, min_log2fc):
+        ax.axhline(y, color="0.3", lw=0.7, ls="--")
+    ax.set_xlabel("control mean (log1p expression)")
+    ax.set_ylabel("log2 fold change vs control (clipped at ±8)")
+    ax.set_title(f"one knockdown: {label}", fontsize=10)
+    ax.legend(fontsize=8, loc="lower right")
+    values = target_log2fc.sort_values()
+    bx.barh(np.arange(len(values)), values.to_numpy(), color="C0")
+    bx.axvline(-min_log2fc, color="0.3", lw=0.7, ls="--")
+    bx.set_yticks(np.arange(len(values)))
+    bx.set_yticklabels(values.index, fontsize=7 if len(values) <= 40 else 4)
+    bx.set_xlabel("log2 fold change of the targeted gene itself")
+    bx.set_title("every held-out knockdown: its own target", fontsize=10)
+    if title:
+        fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     return fig
 
@@ -831,3 +867,42 @@ def plot_interaction_residuals(residuals: pd.DataFrame, method: str, example: di
 
 
 __all__ += ["plot_double_degs", "plot_interaction_residuals"]
+
+
+def plot_advantage(advantage: dict, *, title: str | None = None) -> Figure:
+    """Metric differences to a reference method for a few conditions: one panel per group.
+
+    ``advantage``: panel title -> DataFrame with rows = conditions, columns = a MultiIndex
+    (method, metric) of differences (method minus reference). Bars are grouped by condition, one
+    colour per metric; methods other than the first are drawn as hollow bars beside it.
+    """
+    panels = list(advantage)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.6 * len(panels), 4.2), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        df = advantage[panel]
+        methods = list(dict.fromkeys(df.columns.get_level_values(0)))
+        metrics = list(dict.fromkeys(df.columns.get_level_values(1)))
+        n_bars = len(methods) * len(metrics)
+        width = 0.8 / n_bars
+        x = np.arange(len(df))
+        for i, method in enumerate(methods):
+            for j, metric in enumerate(metrics):
+                offset = (i * len(metrics) + j - (n_bars - 1) / 2) * width
+                style = ({"color": f"C{j}"} if i == 0 else
+                         {"facecolor": "none", "edgecolor": f"C{j}", "hatch": "//"})
+                ax.bar(x + offset, df[(method, metric)].to_numpy(float), width, **style,
+                       label=f"{method}: {_METRIC_LABELS_04.get(metric, metric)}")
+        ax.axhline(0, color="black", lw=0.8)
+        ax.set_xticks(x)
+        ax.set_xticklabels(df.index, rotation=20, ha="right", fontsize=9)
+        ax.set_ylabel("advantage over the control baseline")
+        ax.set_title(panel, fontsize=10)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout(rect=(0, 0.16, 1, 1))
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8, frameon=False)
+    return fig
+
+
+__all__ += ["plot_knockdown_profile", "plot_advantage"]
