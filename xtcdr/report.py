@@ -124,8 +124,10 @@ READINGS = (
     "released code's prediction takes a perturbed cell of line A and a control cell of line B "
     "(*cross-context*), which is what transfer to new cellular contexts means. For sci-Plex we "
     "read the paper's Tables 1-2 as cross-context and show them as the main tables; the "
-    "within-context tables answer the other reading. Single-line datasets (Replogle, Norman) "
-    "allow only the within-context reading. This is our reading of the paper and the code, not "
+    "within-context tables answer the other reading. The paper's Replogle tables follow the authors' "
+    "split, disjoint halves of the held-out knockdowns' cells (within-context); knockdowns measured in both "
+    "lines also allow cross-line transfer, which the paper did not test and we report separately. "
+    "Norman's doubles are predicted from their measured singles in the same line. This is our reading of the paper and the code, not "
     "something the paper states.")
 
 
