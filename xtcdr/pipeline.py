@@ -22,7 +22,7 @@ from .config import LossWeights, ModelConfig, Profile, TrainConfig, config_hash,
 from .pairing import assign_split
 from .preprocess import preprocess
 
-__all__ = ["prepare", "train_or_load", "dataset_name", "data_key", "env_override"]
+__all__ = ["prepare", "train_or_load", "checkpoint_dir", "dataset_name", "data_key", "env_override"]
 
 
 def env_override(name: str, value, cast=str):
@@ -145,6 +145,29 @@ def _plain(obj):
     return obj
 
 
+def _checkpoint_settings(adata, profile, seed, model_config, train_config, weights, data_dir):
+    prof = get_profile(profile)
+    mcfg = model_config or prof.model
+    tcfg = replace(train_config or prof.train, seed=int(seed))
+    if weights is not None:
+        tcfg = replace(tcfg, weights=weights)
+    data_dir = Path(data_dir) if data_dir is not None else datasets.default_data_dir()
+    key = config_hash(data_key(adata), mcfg, tcfg)
+    safe_name = re.sub(r"[^A-Za-z0-9_.-]+", "_", dataset_name(adata))
+    return data_dir / "checkpoints" / f"{safe_name}__{key}", mcfg, tcfg
+
+
+def checkpoint_dir(adata: ad.AnnData, *, profile: str | Profile = "quick", seed: int = 0,
+                   model_config: ModelConfig | None = None, train_config: TrainConfig | None = None,
+                   weights: LossWeights | None = None, data_dir: str | Path | None = None) -> Path:
+    """The folder where `train_or_load` keeps (or would keep) the checkpoint of these settings.
+
+    Same arguments as `train_or_load`; the folder name hashes the data, the model config and the
+    train config (loss weights and seed included), so each configuration and seed has its own.
+    """
+    return _checkpoint_settings(adata, profile, seed, model_config, train_config, weights, data_dir)[0]
+
+
 def train_or_load(adata: ad.AnnData, *, profile: str | Profile = "quick", seed: int = 0,
                   model_config: ModelConfig | None = None, train_config: TrainConfig | None = None,
                   weights: LossWeights | None = None, device: str = "auto",
@@ -162,15 +185,8 @@ def train_or_load(adata: ad.AnnData, *, profile: str | Profile = "quick", seed: 
     from .model import XTransferCDR
     from .train import CHECKPOINT_NAME, fit, load_checkpoint, resolve_device, set_seed
 
-    prof = get_profile(profile)
-    mcfg = model_config or prof.model
-    tcfg = replace(train_config or prof.train, seed=int(seed))
-    if weights is not None:
-        tcfg = replace(tcfg, weights=weights)
-    data_dir = Path(data_dir) if data_dir is not None else datasets.default_data_dir()
-    key = config_hash(data_key(adata), mcfg, tcfg)
-    safe_name = re.sub(r"[^A-Za-z0-9_.-]+", "_", dataset_name(adata))
-    ckpt_dir = data_dir / "checkpoints" / f"{safe_name}__{key}"
+    ckpt_dir, mcfg, tcfg = _checkpoint_settings(adata, profile, seed, model_config, train_config,
+                                                weights, data_dir)
     ckpt = ckpt_dir / CHECKPOINT_NAME
     dev = resolve_device(device)
     if ckpt.exists() and not force:
@@ -182,7 +198,7 @@ def train_or_load(adata: ad.AnnData, *, profile: str | Profile = "quick", seed: 
             return model, pd.DataFrame(state["history"])
     if force and ckpt.exists():
         ckpt.unlink()
-    set_seed(tcfg.seed)  # the initial weights depend on the training seed only
+    set_seed(tcfg.seed)  # the initial weights depend on the training seed only, not on what ran before
     model = XTransferCDR(adata.n_vars, mcfg)
     if verbose:
         print(f"train_or_load: training {dataset_name(adata)} on {dev} "

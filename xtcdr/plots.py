@@ -735,6 +735,68 @@ def plot_effect_ranking(effects: pd.DataFrame, held_out, *, title: str | None = 
     ax_scatter.set_xlabel("L2 shift of the mean profile")
     ax_scatter.set_ylabel("DEGs")
     ax_scatter.set_title("(b) two measures of effect agree")
+
+
+# --- notebook 07: ablations, every training seed as a dot -------------------------------------
+def plot_seed_dots(values: pd.DataFrame, columns: list[str], *, group: str = "configuration",
+                   intervals: pd.DataFrame | None = None, zero_line: bool = False,
+                   references: dict[str, float] | None = None, ylabel: str = "",
+                   labels: dict[str, str] | None = None, ncols: int = 3,
+                   pair_by: str | None = None, title: str | None = None) -> Figure:
+    """One panel per column of ``values``: each group (x) with every seed as a dot and its mean.
+
+    ``values``: one row per (group, seed) with a ``group`` column and the ``columns``.
+    ``intervals`` (optional): index (group, column) with ``ci_low`` / ``ci_high`` (e.g.
+    `xtcdr.ablations.paired_table`), drawn as a vertical bar around the mean. ``zero_line`` draws
+    y = 0 (for differences); ``references`` maps a column to a dashed horizontal level (e.g. a
+    chance level); ``labels`` gives panel titles. ``pair_by`` (e.g. ``"seed"``): dots of the same
+    value sit at the same offset in every group and are joined by a thin grey line (paired runs).
+    """
+    groups = list(dict.fromkeys(values[group]))
+    n = len(columns)
+    ncols = max(1, min(ncols, n))
+    nrows = int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.9 * ncols, 3.3 * nrows + 0.4), squeeze=False)
+    rng = np.random.default_rng(0)
+    pairs = list(dict.fromkeys(values[pair_by])) if pair_by else []
+    offset = {p: (j - (len(pairs) - 1) / 2) * min(0.1, 0.24 / max(1, len(pairs) - 1))
+              for j, p in enumerate(pairs)}
+    for k, column in enumerate(columns):
+        ax = axes.flat[k]
+        if pair_by:
+            for p in pairs:
+                rows = values[values[pair_by] == p].set_index(group).reindex(groups)
+                ax.plot(np.arange(len(groups)) + offset[p], rows[column].to_numpy(float), color="0.6",
+                        lw=0.7, alpha=0.8, zorder=2)
+        for i, g in enumerate(groups):
+            sub = values[values[group] == g]
+            y = sub[column].to_numpy(float)
+            if pair_by:
+                jitter = np.array([offset[p] for p in sub[pair_by]])
+            else:
+                jitter = rng.uniform(-0.12, 0.12, y.size) if y.size > 1 else np.zeros(y.size)
+            ax.scatter(i + jitter, y, s=22, color=f"C{i}", alpha=0.8, zorder=3,
+                       edgecolor="white", linewidth=0.5)
+            if np.isfinite(y).any():
+                ax.plot([i - 0.28, i + 0.28], [np.nanmean(y)] * 2, color="k", lw=1.6, zorder=4)
+            if intervals is not None and (g, column) in intervals.index:
+                low, high = intervals.loc[(g, column), ["ci_low", "ci_high"]].to_numpy(float)
+                if np.isfinite([low, high]).all():
+                    ax.plot([i + 0.34] * 2, [low, high], color="k", lw=1.0, zorder=4)
+                    ax.plot([i + 0.30, i + 0.38], [low] * 2, color="k", lw=1.0)
+                    ax.plot([i + 0.30, i + 0.38], [high] * 2, color="k", lw=1.0)
+        if zero_line:
+            ax.axhline(0, color="0.4", lw=0.9, ls="-", zorder=1)
+        if references and column in references:
+            ax.axhline(references[column], color="0.3", lw=1.0, ls="--", zorder=1)
+        ax.set_xticks(range(len(groups)))
+        ax.set_xticklabels([str(g).replace(" ", "\n", 1) for g in groups], fontsize=8)
+        ax.set_title((labels or {}).get(column, column), fontsize=10)
+        if k % ncols == 0 and ylabel:
+            ax.set_ylabel(ylabel)
+        ax.grid(axis="y", alpha=0.3)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -906,3 +968,6 @@ def plot_advantage(advantage: dict, *, title: str | None = None) -> Figure:
 
 
 __all__ += ["plot_knockdown_profile", "plot_advantage"]
+
+
+__all__ += ["plot_seed_dots"]

@@ -132,7 +132,11 @@ READINGS = (
 
 
 def write_replication(out_dir: str | Path = "reports") -> Path:
-    """Generate ``REPLICATION.md`` from the saved tables that mirror a paper table."""
+    """Generate ``REPLICATION.md`` from the saved tables that mirror a paper table.
+
+    A table's meta key ``findings`` (a list of sentences printed from the numbers by the notebook
+    that saved it) is listed first under "What the numbers say".
+    """
     out_dir = Path(out_dir)
     tables = [(m, df) for m, df in load_tables(out_dir) if m.get("paper_table")]
     lines = ["# Replication report", "",
@@ -163,7 +167,8 @@ def write_replication(out_dir: str | Path = "reports") -> Path:
         if meta.get("note"):
             lines += [meta["note"], ""]
         lines += [markdown_table(df, metrics), ""]
-        said = (regime_sentences(df, metrics) + verdicts(df, metrics) + close_calls(df, metrics)
+        said = (list(meta.get("findings") or []) + regime_sentences(df, metrics) + verdicts(df, metrics)
+                + close_calls(df, metrics)
                 + oracle_verdicts(df, metrics))
         if said:
             lines += ["What the numbers say:", ""] + [f"- {s}" for s in said] + [""]
