@@ -735,6 +735,179 @@ def plot_effect_ranking(effects: pd.DataFrame, held_out, *, title: str | None = 
     ax_scatter.set_xlabel("L2 shift of the mean profile")
     ax_scatter.set_ylabel("DEGs")
     ax_scatter.set_title("(b) two measures of effect agree")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+__all__ += ["plot_effect_ranking"]
+
+
+# --- notebook 06: combinations ----------------------------------------------------------------
+def plot_double_degs(observed_cells: np.ndarray, predictions: dict, genes, *,
+                     title: str | None = None) -> Figure:
+    """Figure 4 analog: per DEG of one double, the observed cells against predicted means.
+
+    ``observed_cells``: (cells, genes) expression of the double's scored cells for the genes
+    shown; ``predictions``: dict label -> mean profile over the same genes (e.g. the model, the
+    additive baseline, the control mean); ``genes``: their names. Boxes show the observed cells
+    (whiskers 5-95%), a black bar their mean, one marker per prediction.
+    """
+    observed_cells = np.asarray(observed_cells, float)
+    genes = [str(g) for g in genes]
+    x = np.arange(len(genes))
+    fig, ax = plt.subplots(figsize=(max(7.0, 0.5 * len(genes) + 2.5), 4.2))
+    ax.boxplot([observed_cells[:, j] for j in x], positions=x, widths=0.55, whis=(5, 95),
+               showfliers=False, patch_artist=True,
+               boxprops=dict(facecolor="0.88", edgecolor="0.55"), medianprops=dict(color="0.55"),
+               whiskerprops=dict(color="0.55"), capprops=dict(color="0.55"))
+    ax.scatter(x, observed_cells.mean(0), marker="_", s=260, color="black", linewidths=2,
+               zorder=4, label="observed mean")
+    markers = ["o", "s", "D", "^", "v", "P"]
+    for i, (label, values) in enumerate(predictions.items()):
+        offset = (i - (len(predictions) - 1) / 2) * 0.16
+        ax.scatter(x + offset, np.asarray(values, float), marker=markers[i % len(markers)], s=34,
+                   color=f"C{i % 10}", edgecolors="white", linewidths=0.5, zorder=5, label=label)
+    ax.set_xticks(x)
+    ax.set_xticklabels(genes, rotation=60, ha="right", fontsize=8)
+    ax.set_ylabel("expression (log1p of normalised counts)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, ncol=len(predictions) + 1, loc="upper center",
+              bbox_to_anchor=(0.5, -0.28), frameon=False)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_interaction_residuals(residuals: pd.DataFrame, method: str, example: dict | None = None, *,
+                               title: str | None = None) -> Figure:
+    """Does a predictor capture what additivity misses?
+
+    Left: per double, the distance of the additive prediction to the reference (``true_norm``,
+    |O - A|) against the distance of ``method`` to it, sqrt((1 - residual_r2)) |O - A|, one
+    marker per double, coloured by ``residuals['group']``; below the diagonal the method is closer
+    to the reference than the additive baseline. Right (when ``example`` is given: dict with
+    ``true``, ``pred`` gene vectors, ``degs`` positions and ``name``): for one double, the
+    predicted residual M - A against the true residual O - A per gene.
+    """
+    rows = residuals[residuals["method"] == method]
+    n_panels = 2 if example is not None else 1
+    fig, axes = plt.subplots(1, n_panels, figsize=(5.2 * n_panels, 4.4), squeeze=False)
+    ax = axes[0, 0]
+    add_dist = rows["true_norm"].to_numpy(float)
+    method_dist = np.sqrt(np.clip(1 - rows["residual_r2"].to_numpy(float), 0, None)) * add_dist
+    groups = rows["group"].astype(str).to_numpy() if "group" in rows else np.full(len(rows), "doubles")
+    for i, g in enumerate(sorted(set(groups))):
+        keep = groups == g
+        ax.scatter(add_dist[keep], method_dist[keep], s=30, color=f"C{i}", label=f"{g} ({keep.sum()})",
+                   edgecolors="white", linewidths=0.5)
+    hi = float(max(add_dist.max(), method_dist.max())) * 1.05 if len(rows) else 1.0
+    ax.plot([0, hi], [0, hi], color="black", lw=0.8, ls="--")
+    ax.set_xlim(0, hi)
+    ax.set_ylim(0, hi)
+    ax.set_xlabel("additive baseline: distance to reference |O - A|")
+    ax.set_ylabel(f"{method}: distance to reference |O - M|")
+    ax.set_title("per held-out double (below the line: closer than additive)", fontsize=9)
+    ax.legend(fontsize=8)
+    if example is not None:
+        ax = axes[0, 1]
+        true, pred = np.asarray(example["true"], float), np.asarray(example["pred"], float)
+        deg = np.asarray(example.get("degs", []), int)
+        other = np.setdiff1d(np.arange(true.size), deg)
+        ax.scatter(true[other], pred[other], s=4, color="0.6", alpha=0.5, linewidths=0, label="other genes")
+        ax.scatter(true[deg], pred[deg], s=12, color="crimson", linewidths=0, label="top-50 DEGs")
+        lo, hi = float(min(true.min(), pred.min())), float(max(true.max(), pred.max()))
+        ax.plot([lo, hi], [lo, hi], color="black", lw=0.8, ls="--")
+        ax.axhline(0, color="0.3", lw=0.6)
+        ax.axvline(0, color="0.3", lw=0.6)
+        ax.set_xlabel("true residual O - A (what additivity misses)")
+        ax.set_ylabel(f"predicted residual M - A ({method})")
+        ax.set_title(example.get("name", ""), fontsize=9)
+        ax.legend(fontsize=8, markerscale=2)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+__all__ += ["plot_double_degs", "plot_interaction_residuals"]
+
+
+# --- notebook 05: single-gene knockdowns ------------------------------------------------------
+def plot_knockdown_profile(mean_control: np.ndarray, mean_knockdown: np.ndarray, target: int,
+                           degs: np.ndarray, target_log2fc: pd.Series, *, label: str = "",
+                           min_log2fc: float = 1.0, title: str | None = None) -> Figure:
+    """What one knockdown does (left) and where every knockdown's own target lands (right).
+
+    Left: log2 fold change of each gene (knockdown mean against control mean, log1p scale
+    back-transformed as in `xtcdr.preprocess.deg_statistics`) against the gene's control level;
+    the condition's DEGs in red, its target gene circled. Right: the target gene's log2 fold
+    change for every knockdown in ``target_log2fc`` (index: condition), with the DEG threshold.
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lfc = np.log2((np.expm1(mean_knockdown) + 1e-9) / (np.expm1(mean_control) + 1e-9))
+    lfc = np.clip(lfc, -8, 8)   # genes with no control counts would sit at -30 (pseudocount 1e-9)
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [1.4, 1]})
+    ax.scatter(mean_control, lfc, s=5, color="0.6", label="all genes")
+    ax.scatter(mean_control[degs], lfc[degs], s=12, color="crimson", label=f"top DEGs ({len(degs)})")
+    ax.scatter([mean_control[target]], [lfc[target]], s=120, facecolors="none", edgecolors="black",
+               linewidths=1.5, label="the knocked-down gene", zorder=4)
+    for y in (-min_log2fc, min_log2fc):
+        ax.axhline(y, color="0.3", lw=0.7, ls="--")
+    ax.set_xlabel("control mean (log1p expression)")
+    ax.set_ylabel("log2 fold change vs control (clipped at ±8)")
+    ax.set_title(f"one knockdown: {label}", fontsize=10)
+    ax.legend(fontsize=8, loc="lower right")
+    values = target_log2fc.sort_values()
+    bx.barh(np.arange(len(values)), values.to_numpy(), color="C0")
+    bx.axvline(-min_log2fc, color="0.3", lw=0.7, ls="--")
+    bx.set_yticks(np.arange(len(values)))
+    bx.set_yticklabels(values.index, fontsize=7 if len(values) <= 40 else 4)
+    bx.set_xlabel("log2 fold change of the targeted gene itself")
+    bx.set_title("every held-out knockdown: its own target", fontsize=10)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def plot_advantage(advantage: dict, *, title: str | None = None) -> Figure:
+    """Metric differences to a reference method for a few conditions: one panel per group.
+
+    ``advantage``: panel title -> DataFrame with rows = conditions, columns = a MultiIndex
+    (method, metric) of differences (method minus reference). Bars are grouped by condition, one
+    colour per metric; methods other than the first are drawn as hollow bars beside it.
+    """
+    panels = list(advantage)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.6 * len(panels), 4.2), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        df = advantage[panel]
+        methods = list(dict.fromkeys(df.columns.get_level_values(0)))
+        metrics = list(dict.fromkeys(df.columns.get_level_values(1)))
+        n_bars = len(methods) * len(metrics)
+        width = 0.8 / n_bars
+        x = np.arange(len(df))
+        for i, method in enumerate(methods):
+            for j, metric in enumerate(metrics):
+                offset = (i * len(metrics) + j - (n_bars - 1) / 2) * width
+                style = ({"color": f"C{j}"} if i == 0 else
+                         {"facecolor": "none", "edgecolor": f"C{j}", "hatch": "//"})
+                ax.bar(x + offset, df[(method, metric)].to_numpy(float), width, **style,
+                       label=f"{method}: {_METRIC_LABELS_04.get(metric, metric)}")
+        ax.axhline(0, color="black", lw=0.8)
+        ax.set_xticks(x)
+        ax.set_xticklabels(df.index, rotation=20, ha="right", fontsize=9)
+        ax.set_ylabel("advantage over the control baseline")
+        ax.set_title(panel, fontsize=10)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout(rect=(0, 0.16, 1, 1))
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8, frameon=False)
+    return fig
+
+
+__all__ += ["plot_knockdown_profile", "plot_advantage"]
 
 
 # --- notebook 07: ablations, every training seed as a dot -------------------------------------
@@ -801,173 +974,6 @@ def plot_seed_dots(values: pd.DataFrame, columns: list[str], *, group: str = "co
         fig.suptitle(title)
     fig.tight_layout()
     return fig
-__all__ += ["plot_effect_ranking"]
-
-
-# --- notebook 06: combinations ----------------------------------------------------------------
-def plot_double_degs(observed_cells: np.ndarray, predictions: dict, genes, *,
-                     title: str | None = None) -> Figure:
-    """Figure 4 analog: per DEG of one double, the observed cells against predicted means.
-
-    ``observed_cells``: (cells, genes) expression of the double's scored cells for the genes
-    shown; ``predictions``: dict label -> mean profile over the same genes (e.g. the model, the
-    additive baseline, the control mean); ``genes``: their names. Boxes show the observed cells
-    (whiskers 5-95%), a black bar their mean, one marker per prediction.
-    """
-    observed_cells = np.asarray(observed_cells, float)
-    genes = [str(g) for g in genes]
-    x = np.arange(len(genes))
-    fig, ax = plt.subplots(figsize=(max(7.0, 0.5 * len(genes) + 2.5), 4.2))
-    ax.boxplot([observed_cells[:, j] for j in x], positions=x, widths=0.55, whis=(5, 95),
-               showfliers=False, patch_artist=True,
-               boxprops=dict(facecolor="0.88", edgecolor="0.55"), medianprops=dict(color="0.55"),
-               whiskerprops=dict(color="0.55"), capprops=dict(color="0.55"))
-    ax.scatter(x, observed_cells.mean(0), marker="_", s=260, color="black", linewidths=2,
-               zorder=4, label="observed mean")
-    markers = ["o", "s", "D", "^", "v", "P"]
-    for i, (label, values) in enumerate(predictions.items()):
-        offset = (i - (len(predictions) - 1) / 2) * 0.16
-        ax.scatter(x + offset, np.asarray(values, float), marker=markers[i % len(markers)], s=34,
-                   color=f"C{i % 10}", edgecolors="white", linewidths=0.5, zorder=5, label=label)
-    ax.set_xticks(x)
-    ax.set_xticklabels(genes, rotation=60, ha="right", fontsize=8)
-    ax.set_ylabel("expression (log1p of normalised counts)")
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, ncol=len(predictions) + 1, loc="upper center",
-              bbox_to_anchor=(0.5, -0.28), frameon=False)
-    if title:
-        ax.set_title(title, fontsize=10)
-
-
-# --- notebook 05: single-gene knockdowns ------------------------------------------------------
-def plot_knockdown_profile(mean_control: np.ndarray, mean_knockdown: np.ndarray, target: int,
-                           degs: np.ndarray, target_log2fc: pd.Series, *, label: str = "",
-                           min_log2fc: float = 1.0, title: str | None = None) -> Figure:
-    """What one knockdown does (left) and where every knockdown's own target lands (right).
-
-    Left: log2 fold change of each gene (knockdown mean against control mean, log1p scale
-    back-transformed as in `xtcdr.preprocess.deg_statistics`) against the gene's control level;
-    the condition's DEGs in red, its target gene circled. Right: the target gene's log2 fold
-    change for every knockdown in ``target_log2fc`` (index: condition), with the DEG threshold.
-    """
-    with np.errstate(divide="ignore", invalid="ignore"):
-        lfc = np.log2((np.expm1(mean_knockdown) + 1e-9) / (np.expm1(mean_control) + 1e-9))
-    lfc = np.clip(lfc, -8, 8)   # genes with no control counts would sit at -30 (pseudocount 1e-9)
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [1.4, 1]})
-    ax.scatter(mean_control, lfc, s=5, color="0.6", label="all genes")
-    ax.scatter(mean_control[degs], lfc[degs], s=12, color="crimson", label=f"top DEGs ({len(degs)})")
-    ax.scatter([mean_control[target]], [lfc[target]], s=120, facecolors="none", edgecolors="black",
-               linewidths=1.5, label="the knocked-down gene", zorder=4)
-    for y in (-min_log2fc, min_log2fc):
-        ax.axhline(y, color="0.3", lw=0.7, ls="--")
-    ax.set_xlabel("control mean (log1p expression)")
-    ax.set_ylabel("log2 fold change vs control (clipped at ±8)")
-    ax.set_title(f"one knockdown: {label}", fontsize=10)
-    ax.legend(fontsize=8, loc="lower right")
-    values = target_log2fc.sort_values()
-    bx.barh(np.arange(len(values)), values.to_numpy(), color="C0")
-    bx.axvline(-min_log2fc, color="0.3", lw=0.7, ls="--")
-    bx.set_yticks(np.arange(len(values)))
-    bx.set_yticklabels(values.index, fontsize=7 if len(values) <= 40 else 4)
-    bx.set_xlabel("log2 fold change of the targeted gene itself")
-    bx.set_title("every held-out knockdown: its own target", fontsize=10)
-    if title:
-        fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    return fig
-
-
-def plot_interaction_residuals(residuals: pd.DataFrame, method: str, example: dict | None = None, *,
-                               title: str | None = None) -> Figure:
-    """Does a predictor capture what additivity misses?
-
-    Left: per double, the distance of the additive prediction to the reference (``true_norm``,
-    |O - A|) against the distance of ``method`` to it, sqrt((1 - residual_r2)) |O - A|, one
-    marker per double, coloured by ``residuals['group']``; below the diagonal the method is closer
-    to the reference than the additive baseline. Right (when ``example`` is given: dict with
-    ``true``, ``pred`` gene vectors, ``degs`` positions and ``name``): for one double, the
-    predicted residual M - A against the true residual O - A per gene.
-    """
-    rows = residuals[residuals["method"] == method]
-    n_panels = 2 if example is not None else 1
-    fig, axes = plt.subplots(1, n_panels, figsize=(5.2 * n_panels, 4.4), squeeze=False)
-    ax = axes[0, 0]
-    add_dist = rows["true_norm"].to_numpy(float)
-    method_dist = np.sqrt(np.clip(1 - rows["residual_r2"].to_numpy(float), 0, None)) * add_dist
-    groups = rows["group"].astype(str).to_numpy() if "group" in rows else np.full(len(rows), "doubles")
-    for i, g in enumerate(sorted(set(groups))):
-        keep = groups == g
-        ax.scatter(add_dist[keep], method_dist[keep], s=30, color=f"C{i}", label=f"{g} ({keep.sum()})",
-                   edgecolors="white", linewidths=0.5)
-    hi = float(max(add_dist.max(), method_dist.max())) * 1.05 if len(rows) else 1.0
-    ax.plot([0, hi], [0, hi], color="black", lw=0.8, ls="--")
-    ax.set_xlim(0, hi)
-    ax.set_ylim(0, hi)
-    ax.set_xlabel("additive baseline: distance to reference |O - A|")
-    ax.set_ylabel(f"{method}: distance to reference |O - M|")
-    ax.set_title("per held-out double (below the line: closer than additive)", fontsize=9)
-    ax.legend(fontsize=8)
-    if example is not None:
-        ax = axes[0, 1]
-        true, pred = np.asarray(example["true"], float), np.asarray(example["pred"], float)
-        deg = np.asarray(example.get("degs", []), int)
-        other = np.setdiff1d(np.arange(true.size), deg)
-        ax.scatter(true[other], pred[other], s=4, color="0.6", alpha=0.5, linewidths=0, label="other genes")
-        ax.scatter(true[deg], pred[deg], s=12, color="crimson", linewidths=0, label="top-50 DEGs")
-        lo, hi = float(min(true.min(), pred.min())), float(max(true.max(), pred.max()))
-        ax.plot([lo, hi], [lo, hi], color="black", lw=0.8, ls="--")
-        ax.axhline(0, color="0.3", lw=0.6)
-        ax.axvline(0, color="0.3", lw=0.6)
-        ax.set_xlabel("true residual O - A (what additivity misses)")
-        ax.set_ylabel(f"predicted residual M - A ({method})")
-        ax.set_title(example.get("name", ""), fontsize=9)
-        ax.legend(fontsize=8, markerscale=2)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return fig
-
-
-__all__ += ["plot_double_degs", "plot_interaction_residuals"]
-
-
-def plot_advantage(advantage: dict, *, title: str | None = None) -> Figure:
-    """Metric differences to a reference method for a few conditions: one panel per group.
-
-    ``advantage``: panel title -> DataFrame with rows = conditions, columns = a MultiIndex
-    (method, metric) of differences (method minus reference). Bars are grouped by condition, one
-    colour per metric; methods other than the first are drawn as hollow bars beside it.
-    """
-    panels = list(advantage)
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.6 * len(panels), 4.2), squeeze=False)
-    for ax, panel in zip(axes[0], panels):
-        df = advantage[panel]
-        methods = list(dict.fromkeys(df.columns.get_level_values(0)))
-        metrics = list(dict.fromkeys(df.columns.get_level_values(1)))
-        n_bars = len(methods) * len(metrics)
-        width = 0.8 / n_bars
-        x = np.arange(len(df))
-        for i, method in enumerate(methods):
-            for j, metric in enumerate(metrics):
-                offset = (i * len(metrics) + j - (n_bars - 1) / 2) * width
-                style = ({"color": f"C{j}"} if i == 0 else
-                         {"facecolor": "none", "edgecolor": f"C{j}", "hatch": "//"})
-                ax.bar(x + offset, df[(method, metric)].to_numpy(float), width, **style,
-                       label=f"{method}: {_METRIC_LABELS_04.get(metric, metric)}")
-        ax.axhline(0, color="black", lw=0.8)
-        ax.set_xticks(x)
-        ax.set_xticklabels(df.index, rotation=20, ha="right", fontsize=9)
-        ax.set_ylabel("advantage over the control baseline")
-        ax.set_title(panel, fontsize=10)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    if title:
-        fig.suptitle(title, fontsize=11)
-    fig.tight_layout(rect=(0, 0.16, 1, 1))
-    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8, frameon=False)
-    return fig
-
-
-__all__ += ["plot_knockdown_profile", "plot_advantage"]
 
 
 __all__ += ["plot_seed_dots"]
