@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PROFILE ?= quick
 
-.PHONY: install replicate test unit notebooks lab bench clean
+.PHONY: install replicate test unit notebooks lab lab-check browser-check bench clean
 
 install: $(STAMP)
 
@@ -20,8 +20,9 @@ $(STAMP): pyproject.toml
 replicate: $(STAMP)
 	$(PY) -m xtcdr replicate --profile $(PROFILE) --out reports
 
-# Unit tests, then every notebook under nbval (quick profile, outputs to build/, not reports/).
-test: $(STAMP) unit notebooks
+# Unit tests, every notebook under nbval (quick profile, outputs to build/, not reports/), then
+# every notebook in JupyterLab in headless Chromium when Chromium is installed.
+test: $(STAMP) unit notebooks browser-check
 
 unit: $(STAMP)
 	$(PY) -m pytest tests -q
@@ -33,6 +34,18 @@ notebooks: $(STAMP)
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks/
+
+# The classroom check: JupyterLab + headless Chromium (Playwright) run every notebook; screenshots
+# and logs in build/lab-check/. Needs the system Chromium (Debian: apt-get install -y chromium).
+lab-check: $(STAMP)
+	$(PY) tests/browser/lab_check.py
+
+browser-check: $(STAMP)
+	@if [ -x /usr/bin/chromium ] || command -v chromium >/dev/null 2>&1; then \
+	  $(MAKE) --no-print-directory lab-check; \
+	else \
+	  echo "lab-check SKIPPED: chromium not found (apt-get install -y chromium)"; \
+	fi
 
 # Speed and memory benchmarks (numbers printed and written to reports/benchmarks/).
 bench: $(STAMP)

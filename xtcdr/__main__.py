@@ -42,6 +42,9 @@ PLANS: dict[str, list[tuple[str, dict]]] = {
         ("07_ablations", {"dataset": "sciplex3"}),
     ],
 }
+# The kernelspec JupyterLab (4.x, ipykernel) writes when it opens a notebook; stored notebooks carry
+# it, so opening one does not mark it modified (and saving it does not make a diff).
+KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
 # notebooks of the drug-transfer path, which --dataset redirects
 DATASET_NOTEBOOKS = ("01_data_and_pairing", "03_training", "04_sciplex_evaluation", "07_ablations")
 
@@ -117,6 +120,7 @@ def store(paths: list[str]) -> int:
     Cells marked ``# NBVAL_CHECK_OUTPUT`` keep their outputs and execution counts, so that
     ``pytest --nbval-lax`` compares them; every other output is cleared to keep the sources
     small and diff-friendly (the executed copies with figures live in ``reports/notebooks/``).
+    The kernelspec is set to ``KERNELSPEC``, the one JupyterLab writes on open.
     """
     import os
     import tempfile
@@ -145,6 +149,7 @@ def store(paths: list[str]) -> int:
                         os.environ[k] = v
             nb = nbformat.read(executed, as_version=4)
         nb.metadata.pop("papermill", None)
+        nb.metadata["kernelspec"] = dict(KERNELSPEC)
         count = 0
         for cell in nb.cells:
             cell.metadata.pop("papermill", None)
