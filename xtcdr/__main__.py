@@ -149,6 +149,7 @@ def store(paths: list[str]) -> int:
                         os.environ[k] = v
             nb = nbformat.read(executed, as_version=4)
         nb.metadata.pop("papermill", None)
+        nb.metadata.pop("widgets", None)  # state of widgets (progress bars) whose outputs are cleared
         nb.metadata["kernelspec"] = dict(KERNELSPEC)
         count = 0
         for cell in nb.cells:

@@ -1,0 +1,53 @@
+"""The notebook reading of the browser check (tests/browser/lab_check.py), without a browser."""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_notebook, new_output
+
+SPEC = importlib.util.spec_from_file_location(
+    "lab_check", Path(__file__).resolve().parent / "browser" / "lab_check.py")
+lab_check = importlib.util.module_from_spec(SPEC)
+sys.modules["lab_check"] = lab_check  # dataclasses look their module up there
+SPEC.loader.exec_module(lab_check)
+
+
+def _write(tmp_path, cells) -> Path:
+    path = tmp_path / "01_x.ipynb"
+    nbformat.write(new_notebook(cells=cells), path)
+    return path
+
+
+def test_a_clean_run_has_no_problems(tmp_path):
+    cell = new_code_cell("print(1)", execution_count=1,
+                         outputs=[new_output("stream", name="stdout", text="1\n")])
+    assert lab_check.saved_notebook_problems(_write(tmp_path, [cell])) == []
+
+
+def test_error_outputs_and_cells_that_never_ran_fail(tmp_path):
+    error = new_code_cell("1 / 0", execution_count=1,
+                          outputs=[new_output("error", ename="ZeroDivisionError",
+                                              evalue="division by zero", traceback=[])])
+    never = new_code_cell("x = 1", execution_count=None)
+    empty = new_code_cell("", execution_count=None)  # an empty cell is not a failure
+    assert lab_check.saved_notebook_problems(_write(tmp_path, [error, never, empty])) == [
+        "cell 0 raised ZeroDivisionError: division by zero",
+        "cell 1 has no execution count (it never ran)"]
+
+
+def test_metadata_diff_names_the_changed_keys():
+    before = {"kernelspec": {"name": "python3"}, "language_info": {"name": "python"}}
+    after = {"kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel)"},
+             "language_info": {"name": "python"}}
+    assert lab_check.metadata_diff(before, after) == [
+        "kernelspec: {'name': 'python3'} -> {'name': 'python3', 'display_name': 'Python 3 (ipykernel)'}"]
+    assert lab_check.metadata_diff(before, before) == []
+
+
+def test_chromium_lookup_and_free_port():
+    found = lab_check.find_chromium()
+    assert found is None or Path(found).exists()
+    assert 0 < lab_check.free_port() < 65536
