@@ -260,3 +260,15 @@ def test_no_two_committed_paper_tables_share_their_model_rows():
             shared = set(a) & set(b)
             assert not shared or any(a[k] != b[k] for k in shared), \
                 f"{meta_a['name']} and {meta_b['name']} share their model rows"
+
+
+def test_wrap_breaks_between_words_and_keeps_bullets():
+    from xtcdr.report import wrap
+
+    text = "* " + " ".join(f"word{i:02d}" for i in range(40))
+    out = wrap(text, "short line", width=30)
+    lines = out.splitlines()
+    assert max(map(len, lines)) <= 30
+    assert lines[0].startswith("* word00") and all(l.startswith("  word") for l in lines[1:-1])
+    assert lines[-1] == "short line"
+    assert out.replace("\n  ", " ").replace("\n", " ") == text + " short line"  # no word cut or lost

@@ -313,3 +313,22 @@ def method_table(rows: list[tuple[str, str, object]], metrics: list[str]) -> pd.
 
 
 __all__ += ["summary_values", "method_table"]
+
+
+def wrap(*paragraphs: str, width: int = 100) -> str:
+    """Paragraphs for ``print`` in a notebook, broken between words at ``width`` characters.
+
+    JupyterLab breaks a long output line wherever the cell ends, often mid-word. A paragraph that
+    starts with ``"* "`` or ``"- "`` keeps its bullet and indents its continuation lines.
+    """
+    import textwrap
+
+    lines = []
+    for text in paragraphs:
+        indent = "  " if text[:2] in ("* ", "- ") else ""
+        lines.append(textwrap.fill(text, width=width, subsequent_indent=indent,
+                                   break_long_words=False, break_on_hyphens=False))
+    return "\n".join(lines)
+
+
+__all__ += ["wrap"]
