@@ -107,8 +107,10 @@ def test_write_replication_markdown(tmp_path):
     # every model and baseline row is compared with the oracle, and the regime is stated
     assert "control is below the replicate on every metric shown" in text
     assert "source shift is below the replicate on every metric shown" in text
-    assert ("Regime (r2_all): our control baseline scores 0.800 against the paper's Baseline 0.500, "
+    assert ("Regime (r2_all): our control baseline scores 0.800 against the paper's Baseline 0.500; "
+            "what control leaves unexplained (1 - R^2) is 0.40 times the paper's, "
             "so our held-out perturbations move expression less far from control than the paper's.") in text
+    assert "Where our protocol differs from the paper" in text and "Welch t-score" in text
     assert "training seeds" in text
     # a table without paper_table stays out of the report
     assert "scratch" not in text and text.count("\n## ") == 1
@@ -272,3 +274,19 @@ def test_wrap_breaks_between_words_and_keeps_bullets():
     assert lines[0].startswith("* word00") and all(l.startswith("  word") for l in lines[1:-1])
     assert lines[-1] == "short line"
     assert out.replace("\n  ", " ").replace("\n", " ") == text + " short line"  # no word cut or lost
+
+
+def test_regime_compares_what_control_leaves_unexplained():
+    def sentence(ours, paper):
+        df = pd.DataFrame({"kind": ["paper", "baseline"], "r2_all": [paper, ours], "r2_all_delta": [0.0, 0.0]},
+                          index=["paper: Baseline", "control"])
+        (only,) = report.regime_sentences(df, ["r2_all", "r2_all_delta"])  # deltas are not compared
+        return only
+
+    # 1 - 0.918 = 0.082 against 1 - 0.840 = 0.160: about half the distance, although only 0.078 apart
+    assert "0.51 times" in sentence(0.918, 0.840) and "less far" in sentence(0.918, 0.840)
+    assert "about as far" in sentence(0.52, 0.50)       # 0.48 / 0.50 = 0.96
+    assert "further" in sentence(0.30, 0.50)            # 0.70 / 0.50 = 1.40
+    assert "about as far" in sentence(0.58, 0.50)       # 0.84, inside the factor 1.25
+    no_paper = pd.DataFrame({"kind": ["baseline"], "r2_all": [0.9]}, index=["control"])
+    assert report.regime_sentences(no_paper, ["r2_all"]) == []

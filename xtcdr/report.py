@@ -130,6 +130,25 @@ READINGS = (
     "Norman's doubles are predicted from their measured singles in the same line. This is our reading of the paper and the code, not "
     "something the paper states.")
 
+# The choices where we had to decide for the paper or differ from it, one sentence each.
+DIFFERENCES = [
+    "**Where our protocol differs from the paper, or decides where it is silent:**",
+    "- Held-out set on the synthetic twins: the k perturbations with the most DEGs against same-line "
+    "controls, measured from the data (rule `strongest`), our stand-in for the paper's \"most "
+    "effective\" drugs; on the real datasets the paper's published lists.",
+    "- DEG ranking: the paper gives the threshold (log2 |fc| >= 1) and the number (top 50) but not the "
+    "ranking; we rank the genes that pass by Welch t-score against same-line controls.",
+    "- Highly variable genes are chosen on all cells, test cells included, as the released code does "
+    "(notebook 04 measures selection without the test cells).",
+    "- Loss weights are all 1: the paper sums the terms \"appropriately weighted\" without giving "
+    "weights (the released config's are `LossWeights.released()`).",
+    "- Cross-context predictions pair each control cell of the target line with a measured cell of the "
+    "held-out perturbation in a source line, as the released code's `predict` does, and average the "
+    "decoded profiles over the control cells and then over the source lines.",
+    "- Baselines beyond the paper's Baseline (source shift, train mean, additive) and the replicate "
+    "oracle are ours; the paper reports none of them.",
+]
+
 
 def write_replication(out_dir: str | Path = "reports") -> Path:
     """Generate ``REPLICATION.md`` from the saved tables that mirror a paper table.
@@ -151,7 +170,7 @@ def write_replication(out_dir: str | Path = "reports") -> Path:
              "varies is the network's initialisation, pairing order and dropout; the data and the "
              "held-out split stay fixed unless a table says otherwise (its `split` line names the "
              "rule). Baselines and the oracle are deterministic given the split.", "",
-             READINGS, ""]
+             READINGS, "", *DIFFERENCES, ""]
     lines += profile_lines([m for m, _ in tables])
     if not tables:
         lines.append("No paper-table results yet: run the evaluation notebooks first.")
@@ -241,12 +260,15 @@ def oracle_verdicts(df: pd.DataFrame, metrics: list[str]) -> list[str]:
     return out
 
 
-def regime_sentences(df: pd.DataFrame, metrics: list[str]) -> list[str]:
+def regime_sentences(df: pd.DataFrame, metrics: list[str], tolerance: float = 1.25) -> list[str]:
     """Compare our control baseline with the paper's Baseline row on the all-gene R^2 columns.
 
     The paper's Baseline scores the unperturbed profile; its all-gene R^2 says how far the held-out
-    perturbations move expression. Ours beside it says whether our held-out set is in that regime
-    (within 0.1: "about as far"; otherwise "less far" or "further").
+    perturbations move expression. Ours beside it says whether our held-out set is in that regime.
+    The comparison is on what control leaves unexplained, 1 - R^2, as a ratio (ours / the paper's):
+    near 1 R^2 an absolute gap misleads (0.92 against 0.84 is half the distance from control).
+    Within a factor ``tolerance`` either way the sentence says "about as far", otherwise "less far"
+    or "further".
     """
     if "paper: Baseline" not in df.index or "control" not in df.index:
         return []
@@ -255,13 +277,15 @@ def regime_sentences(df: pd.DataFrame, metrics: list[str]) -> list[str]:
         if "r2_all" not in m or m.endswith("_delta"):
             continue
         paper, ours = df.loc["paper: Baseline", m], df.loc["control", m]
-        if pd.isna(paper) or pd.isna(ours):
+        if pd.isna(paper) or pd.isna(ours) or paper >= 1:
             continue
-        word = ("about as far from control as the paper's" if abs(ours - paper) <= 0.1 else
-                "less far from control than the paper's" if ours > paper else
+        ratio = (1 - ours) / (1 - paper)
+        word = ("about as far from control as the paper's" if 1 / tolerance <= ratio <= tolerance else
+                "less far from control than the paper's" if ratio < 1 else
                 "further from control than the paper's")
         out.append(f"Regime ({m}): our control baseline scores {ours:.3f} against the paper's "
-                   f"Baseline {paper:.3f}, so our held-out perturbations move expression {word}.")
+                   f"Baseline {paper:.3f}; what control leaves unexplained (1 - R^2) is {ratio:.2f} "
+                   f"times the paper's, so our held-out perturbations move expression {word}.")
     return out
 
 
