@@ -33,10 +33,12 @@ import scipy.sparse as sp
 from anndata import AnnData
 from anndata.utils import make_index_unique
 
+from . import memory
+
 __all__ = [
     "DatasetInfo", "REGISTRY", "SYNTHETIC", "names", "dataset_info", "default_data_dir",
     "load", "fetch", "convert", "from_anndata", "validate_schema", "match_perturbations",
-    "STANDARD_COLUMNS", "concat_lines",
+    "STANDARD_COLUMNS", "concat_lines", "read_h5ad_rows",
 ]
 
 STANDARD_COLUMNS = ("cell_type", "perturbation", "dose", "is_control", "condition")
@@ -216,7 +218,15 @@ def load(name: str, *, data_dir: str | Path | None = None, progress: bool = True
     -------
     AnnData with raw counts in ``X``, the standard obs columns and provenance in
     ``uns['xtcdr']``. Synthetic twins are generated (fast, deterministic); real datasets are
-    downloaded once, checksum-verified, then converted with :func:`convert`.
+    downloaded once, checksum-verified, then converted as :func:`convert` does. Only the cells
+    that the conversion keeps are read from the file (sci-Plex3: the 10 uM cells and the
+    controls, about a quarter of the file): obs is read first, then the kept rows of ``X``
+    (:func:`read_h5ad_rows`), so the full matrix is never in memory.
+
+    Raises
+    ------
+    xtcdr.memory.InsufficientMemoryError
+        When the kept counts need more memory than the machine has available.
     """
     _check_name(name)
     if name in SYNTHETIC:
@@ -225,8 +235,7 @@ def load(name: str, *, data_dir: str | Path | None = None, progress: bool = True
         validate_schema(adata)
         return adata
     path, checksum = _fetch(name, data_dir, progress)
-    import anndata
-    adata = convert(name, anndata.read_h5ad(path), copy=False)
+    adata = _read_converted(name, path)
     adata.uns["xtcdr"]["checksum"] = checksum
     return adata
 
@@ -327,7 +336,17 @@ def convert(name: str, adata: AnnData, *, copy: bool = True) -> AnnData:
 
     Applies the dataset's cell filter (sci-Plex3: 10 uM plus controls; sci-Plex4: single-drug
     cells), drops cells without a perturbation label, then maps obs with :func:`from_anndata`.
-    ``copy=False`` lets the result share ``X`` with ``adata`` (used by :func:`load`).
+    ``copy=False`` lets the result share ``X`` with ``adata``.
+    """
+    keep, notes = _cell_mask(name, adata)
+    subset = adata if keep.all() else adata[keep]
+    return _convert_kept(name, subset, notes, copy=copy)
+
+
+def _cell_mask(name: str, adata: AnnData) -> tuple[np.ndarray, dict]:
+    """The cells :func:`convert` keeps (boolean mask) and the notes for ``uns['xtcdr']``.
+
+    Reads only ``adata.obs`` and ``adata.n_obs``, so ``adata`` may hold no ``X``.
     """
     info = dataset_info(name)
     _require_columns(adata, [info.perturbation_key])
@@ -338,13 +357,18 @@ def convert(name: str, adata: AnnData, *, copy: bool = True) -> AnnData:
     if not labelled.all():
         notes["dropped_unlabelled"] = int((~labelled).sum())
         warnings.warn(f"{name}: dropped {int((~labelled).sum())} cells without a "
-                      f"{info.perturbation_key!r} label.", stacklevel=2)
+                      f"{info.perturbation_key!r} label.", stacklevel=3)
     keep &= labelled
 
     cell_filter = _CELL_FILTERS.get(name)
     if cell_filter is not None:
         keep &= cell_filter(adata, info, notes)
-    subset = adata if keep.all() else adata[keep]
+    return keep, notes
+
+
+def _convert_kept(name: str, subset: AnnData, notes: dict, *, copy: bool) -> AnnData:
+    """The standard schema of the kept cells ``subset`` with the dataset's provenance."""
+    info = dataset_info(name)
     out = _standardize(
         subset, perturbation_key=info.perturbation_key, cell_type_key=info.cell_type_key,
         control_value=info.control_value, dose_key=info.dose_key, combo_sep=info.combo_sep,
@@ -354,6 +378,151 @@ def convert(name: str, adata: AnnData, *, copy: bool = True) -> AnnData:
     if info.test_perturbations:
         _record_test_perturbations(out, info)
     return out
+
+
+def _read_converted(name: str, path: Path) -> AnnData:
+    """``convert(name, anndata.read_h5ad(path))``, reading from ``X`` only the kept cells.
+
+    obs and var are read first, the cells to keep are chosen from obs (:func:`_cell_mask`),
+    then only their rows of ``X`` are read (:func:`read_h5ad_rows`). Files in another layout
+    (CSC ``X``, obs in a pre-0.7 anndata encoding) are read whole with ``anndata.read_h5ad``.
+    """
+    import anndata
+    import h5py
+    from anndata.io import read_elem
+
+    with h5py.File(path, "r") as f:
+        encoding = _matrix_encoding(f["X"]) if "X" in f else None
+        readable = (encoding in ("csr_matrix", "array")
+                    and all(_attr(f[k], "encoding-type") == "dataframe" for k in ("obs", "var")))
+        if readable:
+            obs, var = read_elem(f["obs"]), read_elem(f["var"])
+        else:
+            x_bytes = _stored_bytes(f["X"]) if "X" in f else 0
+    if not readable:
+        if encoding == "csc_matrix":
+            warnings.warn(f"{path.name}: X is stored by columns (CSC), so the kept cells cannot "
+                          f"be read alone; the whole matrix is read ({x_bytes / 1e9:.1f} GB), "
+                          f"then filtered.", stacklevel=3)
+        memory.require(x_bytes, f"Reading the whole count matrix of {path.name}",
+                       "Free memory, use a machine with more memory, or store X by rows (CSR): "
+                       "then only the kept cells are read.")
+        return convert(name, anndata.read_h5ad(path), copy=False)
+    keep, notes = _cell_mask(name, AnnData(obs=obs, var=var))
+    subset = AnnData(X=read_h5ad_rows(path, keep), obs=obs[keep], var=var)
+    return _convert_kept(name, subset, notes, copy=False)
+
+
+def _attr(node, key: str):
+    value = node.attrs.get(key)
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _matrix_encoding(node) -> str | None:
+    """'csr_matrix', 'csc_matrix' or 'array' for an h5ad matrix (also pre-0.7 anndata files)."""
+    import h5py
+
+    encoding = _attr(node, "encoding-type")
+    if encoding is None and isinstance(node, h5py.Dataset):
+        return "array"
+    if encoding is None:  # anndata < 0.7 marked sparse groups with h5sparse_format
+        encoding = {"csr": "csr_matrix", "csc": "csc_matrix"}.get(_attr(node, "h5sparse_format"))
+    return encoding
+
+
+def _stored_bytes(node) -> int:
+    """Bytes of the arrays of an h5 dataset or group once read into memory."""
+    import h5py
+
+    if isinstance(node, h5py.Dataset):
+        return int(node.size) * node.dtype.itemsize
+    return sum(_stored_bytes(child) for child in node.values())
+
+
+def read_h5ad_rows(path: str | Path, rows, *, key: str = "X", max_values: int = 1 << 24,
+                   gap: int = 1 << 14):
+    """Read the rows ``rows`` (a boolean mask over the cells) of an h5ad file's matrix, and no other.
+
+    Parameters
+    ----------
+    path
+        An h5ad file.
+    rows
+        Boolean mask of length ``n_obs``: the cells to read.
+    key
+        The matrix inside the file (``"X"``, or ``"layers/counts"``).
+    max_values
+        Stored values per read: the memory used on top of the result is about ``16 *
+        max_values`` bytes for a sparse matrix, ``max_values`` values for a dense one.
+    gap
+        Sparse only: kept rows less than ``gap`` stored values apart are read in one read and
+        the values in between dropped (fewer, larger reads).
+
+    Returns
+    -------
+    The kept rows in file order, as ``scipy.sparse.csr_matrix`` (CSR in the file; scPerturb's
+    files) or a numpy array (dense in the file), with the file's dtypes. For CSR, ``indptr`` is
+    read first, then only the stored values and column indices of the kept rows.
+
+    Raises
+    ------
+    ValueError
+        For a matrix stored otherwise (CSC: read it with ``anndata.read_h5ad`` and subset) or a
+        mask of the wrong length.
+    xtcdr.memory.InsufficientMemoryError
+        When the kept rows need more memory than is available.
+    """
+    import h5py
+
+    path = Path(path)
+    rows = np.asarray(rows, dtype=bool)
+    kept = np.flatnonzero(rows)
+    advice = ("Keep fewer cells (a stricter cell filter), free memory, or use a machine with more "
+              "memory.")
+    with h5py.File(path, "r") as f:
+        node = f[key]
+        encoding = _matrix_encoding(node)
+        shape = tuple(int(n) for n in (node.shape if encoding == "array" else node.attrs["shape"]))
+        if rows.shape != (shape[0],):
+            raise ValueError(f"rows has shape {rows.shape}; {path.name}:{key} has {shape[0]} cells")
+        what = f"Reading {kept.size:,} of the {shape[0]:,} cells of {path.name}"
+        if encoding == "array":
+            memory.require(kept.size * shape[1] * node.dtype.itemsize, what, advice)
+            out = np.empty((kept.size, shape[1]), dtype=node.dtype)
+            step = max(1, max_values // max(shape[1], 1))
+            for start in range(0, kept.size, step):  # h5py fancy indexing, increasing indices
+                out[start:start + step] = node[kept[start:start + step]]
+            return out
+        if encoding != "csr_matrix":
+            raise ValueError(f"{path.name}:{key} is stored as {encoding!r}; reading selected rows "
+                             f"needs CSR or a dense array. Read it with anndata.read_h5ad.")
+        data_in, indices_in = node["data"], node["indices"]
+        indptr = node["indptr"][:]
+        lo, hi = indptr[kept], indptr[kept + 1]
+        lengths = hi - lo
+        out_indptr = np.zeros(kept.size + 1, dtype=indptr.dtype)
+        np.cumsum(lengths, out=out_indptr[1:])
+        nnz = int(out_indptr[-1])
+        memory.require(nnz * (data_in.dtype.itemsize + indices_in.dtype.itemsize)
+                       + out_indptr.nbytes, what, advice)
+        data = np.empty(nnz, dtype=data_in.dtype)
+        indices = np.empty(nnz, dtype=indices_in.dtype)
+        # one read per group of kept rows: a new group where the gap to the previous kept row
+        # is large or the read would pass a multiple of max_values
+        new_read = (lo[1:] - hi[:-1] > gap) | (lo[1:] // max_values != lo[:-1] // max_values)
+        bounds = np.r_[0, np.flatnonzero(new_read) + 1, kept.size] if kept.size else []
+        for first, last in zip(bounds[:-1], bounds[1:]):
+            start, stop = int(lo[first]), int(hi[last - 1])
+            out = slice(int(out_indptr[first]), int(out_indptr[last]))
+            if stop - start == out.stop - out.start:  # the kept rows are contiguous
+                data[out], indices[out] = data_in[start:stop], indices_in[start:stop]
+                continue
+            before = out_indptr[first:last] - out_indptr[first]
+            take = np.arange(out.stop - out.start) + np.repeat(lo[first:last] - start - before,
+                                                               lengths[first:last])
+            data[out] = data_in[start:stop][take]
+            indices[out] = indices_in[start:stop][take]
+    return sp.csr_matrix((data, indices, out_indptr), shape=(kept.size, shape[1]))
 
 
 def _record_test_perturbations(adata: AnnData, info: DatasetInfo) -> None:
@@ -416,7 +585,7 @@ def _keep_single_drug(adata: AnnData, info: DatasetInfo, notes: dict) -> np.ndar
     if not (single & treated).any():
         warnings.warn(f"{info.name}: every treated cell has a second compound in perturbation_2 "
                       f"(values: {second.astype(str).value_counts().index[:10].tolist()}); "
-                      f"the single-drug filter was skipped.", stacklevel=3)
+                      f"the single-drug filter was skipped.", stacklevel=4)
         notes["cell_filter"] = "skipped: no single-drug cells found in perturbation_2"
         return np.ones(adata.n_obs, dtype=bool)
     notes["cell_filter"] = "single-drug cells: perturbation_2 absent or control-like"
