@@ -27,6 +27,8 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
+from . import memory
+
 __all__ = ["preprocess", "looks_like_counts", "check_counts", "top_degs", "deg_statistics",
            "select_degs", "DEG_RULES"]
 
@@ -222,7 +224,9 @@ def preprocess(adata: ad.AnnData, *, n_top_genes: int = 2000, n_degs: int = 50,
     -----
     Memory: the full matrix is never copied. Library sizes and the highly-variable-gene
     statistics are streamed over blocks of cells (``_seurat_hvg``, the same selection as
-    scanpy's ``flavor="seurat"``); only the kept genes are copied and normalised.
+    scanpy's ``flavor="seurat"``); only the kept genes are copied and normalised. When the
+    dense matrix of the kept genes does not fit in the available memory,
+    ``xtcdr.memory.InsufficientMemoryError`` says so before it is allocated.
     """
     _check_schema(adata)
     X = adata.X
@@ -256,6 +260,13 @@ def preprocess(adata: ad.AnnData, *, n_top_genes: int = 2000, n_degs: int = 50,
     else:
         highly_variable = np.ones(adata.n_vars, dtype=bool)
     keep = highly_variable | perturbed
+    n_kept = int(keep.sum())
+    memory.require(
+        adata.n_obs * n_kept * 4,
+        f"The dense float32 expression matrix of {adata.n_obs:,} cells x {n_kept:,} genes "
+        "(preprocess; training uses the same matrix)",
+        "Keep fewer genes (n_top_genes, or DataConfig.n_top_genes of the profile), fewer cells "
+        "(a cell filter or a subsample), or use a machine with more memory.")
 
     adata = adata[:, keep].copy()        # the input's values of the kept genes; input untouched
     adata.var["perturbed_gene"] = perturbed[keep]
@@ -273,8 +284,8 @@ def preprocess(adata: ad.AnnData, *, n_top_genes: int = 2000, n_degs: int = 50,
         dense = adata.X.toarray() if sparse.issparse(adata.X) else adata.X
         adata.X = np.ascontiguousarray(dense, dtype=np.float32)
 
-    for rule in DEG_RULES:
-        adata.uns[f"top_degs_{rule}"] = top_degs(adata, n_degs=n_degs, min_log2fc=min_log2fc, rule=rule)
+    for rule, lists in _deg_lists(adata, n_degs=n_degs, min_log2fc=min_log2fc).items():
+        adata.uns[f"top_degs_{rule}"] = lists
     adata.uns["top_degs"] = adata.uns[f"top_degs_{deg_rule}"]
     info = dict(adata.uns.get("xtcdr", {}))
     info["preprocess"] = {"n_top_genes": int(n_top_genes), "n_degs": int(n_degs),
@@ -302,14 +313,20 @@ def deg_statistics(X, group_rows, control_rows) -> tuple[np.ndarray, np.ndarray]
     to 0), the log2 fold change is ``log2((expm1(mean_g) + 1e-9) / (expm1(mean_c) + 1e-9))`` of
     the mean log1p expressions. ``X`` is log1p-normalised (dense or sparse).
     """
-    def mean_var(rows):
-        block = X[np.asarray(rows)]
-        block = block.toarray() if sparse.issparse(block) else np.asarray(block)
-        block = block.astype(np.float64, copy=False)
-        return block.mean(0), block.var(0, ddof=1), block.shape[0]
+    return _welch(_mean_var(X, group_rows), _mean_var(X, control_rows))
 
-    mean_g, var_g, n_g = mean_var(group_rows)
-    mean_c, var_c, n_c = mean_var(control_rows)
+
+def _mean_var(X, rows) -> tuple[np.ndarray, np.ndarray, int]:
+    """Per-gene mean, variance (ddof 1) and number of the cells ``rows`` of ``X``."""
+    block = X[np.asarray(rows)]
+    block = block.toarray() if sparse.issparse(block) else np.asarray(block)
+    block = block.astype(np.float64, copy=False)
+    return block.mean(0), block.var(0, ddof=1), block.shape[0]
+
+
+def _welch(group, control) -> tuple[np.ndarray, np.ndarray]:
+    """`deg_statistics` from the `_mean_var` of the group and of the controls."""
+    (mean_g, var_g, n_g), (mean_c, var_c, n_c) = group, control
     with np.errstate(invalid="ignore", divide="ignore"):
         scores = (mean_g - mean_c) / np.sqrt(var_g / n_g + var_c / n_c)
     scores[np.isnan(scores)] = 0.0
@@ -345,7 +362,20 @@ def top_degs(adata: ad.AnnData, *, n_degs: int = 50, min_log2fc: float = 1.0,
     are those of `deg_statistics` (scanpy's t-test). Conditions with a single cell, and cell
     types with fewer than two controls, get no entry.
     """
-    out: dict[str, list[str]] = {}
+    return _deg_lists(adata, n_degs=n_degs, min_log2fc=min_log2fc, rules=(rule,))[rule]
+
+
+def _deg_lists(adata: ad.AnnData, *, n_degs: int, min_log2fc: float,
+               rules=DEG_RULES) -> dict[str, dict[str, list[str]]]:
+    """`top_degs` of several rules at once: rule -> condition -> gene names.
+
+    The statistics of each condition are computed once for all rules, and those of the
+    controls once per cell type.
+    """
+    unknown = [r for r in rules if r not in DEG_RULES]
+    if unknown:
+        raise ValueError(f"unknown DEG rule {unknown[0]!r}; valid: {list(DEG_RULES)}")
+    out: dict[str, dict[str, list[str]]] = {rule: {} for rule in rules}
     names = np.asarray(adata.var_names).astype(str)
     cell_type = adata.obs["cell_type"].astype(str).to_numpy()
     perturbation = adata.obs["perturbation"].astype(str).to_numpy()
@@ -356,11 +386,14 @@ def top_degs(adata: ad.AnnData, *, n_degs: int = 50, min_log2fc: float = 1.0,
         if controls.size < 2:
             warnings.warn(f"cell type {ct!r} has fewer than 2 control cells; no DEGs ranked there")
             continue
+        control_stats = _mean_var(adata.X, controls)
         for pert in sorted(set(perturbation[here & ~control])):
             rows = np.flatnonzero(here & ~control & (perturbation == pert))
             if rows.size < 2:
                 continue
-            scores, log2fc = deg_statistics(adata.X, rows, controls)
-            picked = select_degs(scores, log2fc, n_degs=n_degs, min_log2fc=min_log2fc, rule=rule)
-            out[f"{ct}_{pert}"] = [str(g) for g in names[picked]]
+            scores, log2fc = _welch(_mean_var(adata.X, rows), control_stats)
+            for rule in rules:
+                picked = select_degs(scores, log2fc, n_degs=n_degs, min_log2fc=min_log2fc,
+                                     rule=rule)
+                out[rule][f"{ct}_{pert}"] = [str(g) for g in names[picked]]
     return out
