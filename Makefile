@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PROFILE ?= quick
 
-.PHONY: install replicate test unit notebooks lab lab-check browser-check bench clean
+.PHONY: install replicate test unit notebooks lab lab-check browser-check bench bench-full clean
 
 install: $(STAMP)
 
@@ -52,6 +52,12 @@ bench: $(STAMP)
 	$(PY) tests/benchmarks/bench_prepare.py
 	$(PY) tests/benchmarks/bench_train.py
 	$(PY) tests/benchmarks/bench_quick.py
+
+# The real-data path at full size (long: ~10 min to generate the sci-Plex3 stand-in once into
+# data/benchmarks/, then ~15-20 min): load -> prepare (paper) -> one epoch, time and peak memory
+# of each stage, written to reports/benchmarks/full.json.
+bench-full: $(STAMP)
+	$(PY) tests/benchmarks/bench_full.py
 
 clean:
 	rm -rf build data/processed data/checkpoints
