@@ -55,8 +55,41 @@ def test_every_cell_of_a_test_perturbation_is_test():
     pert, split = adata.obs["perturbation"].astype(str).to_numpy(), split_of(adata)
     assert np.all(split[np.isin(pert, test)] == "test")
     assert set(pert[split == "test"]) == set(test)
-    assert set(split) == {"train", "valid", "test"}
+    assert set(split) == {"train", "valid", "transfer", "test"}
     assert adata.obs["split"].dtype == "category"
+
+
+def test_transfer_validation_holds_back_training_perturbations_in_one_line():
+    adata = make()
+    assign_split(adata, seed=0)
+    record = adata.uns["xtcdr"]["split"]
+    conditions = record["transfer_valid"]
+    assert len(conditions) == round(0.2 * 16)               # 20% of the 16 training drugs
+    obs = adata.obs
+    held = obs[obs["split"] == "transfer"]
+    assert sorted(held["condition"].unique()) == sorted(conditions)
+    assert not set(held["perturbation"]) & set(held_out(adata))   # never a test perturbation
+    for cond in conditions:                                 # one line held back; the others train
+        drug = cond.split("_", 1)[1]
+        rows = obs[(obs["perturbation"] == drug) & (obs["condition"] != cond)]
+        assert (rows["split"].isin(["train", "valid"])).all() and rows["cell_type"].nunique() == 2
+    again = make()
+    assign_split(again, seed=0)
+    assert again.uns["xtcdr"]["split"]["transfer_valid"] == conditions
+    off = make()
+    assign_split(off, seed=0, n_transfer_valid=0)
+    assert off.uns["xtcdr"]["split"]["transfer_valid"] == [] and "transfer" not in set(split_of(off))
+    strongest = make()
+    assign_split(strongest, seed=0, test_rule="strongest", n_test=4)
+    ranking = list(strongest.uns["xtcdr"]["split"]["ranking"])
+    stronger_half = ranking[4:][:8]                          # training drugs, strongest first
+    drugs = [c.split("_", 1)[1] for c in strongest.uns["xtcdr"]["split"]["transfer_valid"]]
+    assert set(drugs) <= set(stronger_half)
+    one_line = make(cell_types=("A",))
+    assign_split(one_line, seed=0)
+    assert one_line.uns["xtcdr"]["split"]["transfer_valid"] == []   # nothing to transfer across
+    with pytest.raises(ValueError, match="n_transfer_valid between 0 and 16"):
+        assign_split(make(), seed=0, n_transfer_valid=17)
 
 
 def test_controls_are_never_test():
@@ -98,7 +131,7 @@ def test_valid_fraction_is_roughly_right():
     adata = make(cells=50, controls=200)
     assign_split(adata, valid_fraction=0.25, seed=1)
     split = split_of(adata)
-    kept = split != "test"
+    kept = np.isin(split, ["train", "valid"])  # transfer-validation conditions have no valid cells
     assert abs((split[kept] == "valid").mean() - 0.25) < 0.02
     # per condition, not just overall
     frac = pd.Series(split[kept] == "valid").groupby(adata.obs["condition"].to_numpy()[kept]).mean()

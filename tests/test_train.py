@@ -48,11 +48,15 @@ def _predict(model, adata):
 def test_training_lowers_every_term(adata):
     torch.manual_seed(0)
     model = XTransferCDR(adata.n_vars, SMALL_MODEL)
-    history = fit(model, adata, TrainConfig(epochs=4, batch_size=128, lr=1e-3, seed=0),
-                  device="cpu", progress=False)
-    assert len(history) == 4
+    history = fit(model, adata, TrainConfig(epochs=4, eval_every=2, batch_size=128, lr=1e-3, seed=0),
+                  device="cpu", progress=False, select=None)
+    steps_per_epoch = history["step"].iloc[-1] / 4
+    assert history["epoch"].iloc[-1] == 4 and steps_per_epoch == int(steps_per_epoch)
+    assert history["step"].tolist()[:-1] == list(range(2, int(history["step"].iloc[-1]), 2))
     expected = {f"{split}_{k}" for split in ("train", "valid") for k in (*TERMS, "total")}
-    assert expected | {"valid_r2_deg", "lr", "seconds", "epoch"} <= set(history.columns)
+    assert expected | {"valid_r2_deg", "lr", "seconds", "epoch", "step", "transfer_loss",
+                       "transfer_r2_deg", "transfer_r2_all"} <= set(history.columns)
+    assert history.attrs["training"]["stop_reason"] == "epochs"
     first, last = history.iloc[0], history.iloc[-1]
     for term in (*TERMS, "total"):
         assert last[f"train_{term}"] < first[f"train_{term}"], term
@@ -67,27 +71,31 @@ def test_checkpoint_round_trip(adata, tmp_path):
     history = fit(model, adata, TrainConfig(epochs=1, batch_size=256, seed=1), device="cpu",
                   checkpoint_dir=tmp_path, progress=False)
     loaded, state = load_checkpoint(tmp_path / CHECKPOINT_NAME, genes=adata.var_names)
-    assert torch.equal(_predict(model, adata), _predict(loaded, adata))
-    assert loaded.config == SMALL_MODEL and state["epoch"] == 1
+    assert torch.equal(_predict(model, adata), _predict(loaded, adata))  # both: the best valid weights
+    assert loaded.config == SMALL_MODEL and state["epoch"] == 1 and state["stop_reason"] == "epochs"
     assert state["genes"] == [str(g) for g in adata.var_names]
     pd.testing.assert_frame_equal(pd.DataFrame(state["history"]), history)
 
 
 def test_interrupted_run_resumes_exactly(adata, tmp_path):
-    config = TrainConfig(epochs=4, batch_size=128, lr=1e-3, seed=3, schedule="step", step_size=1)
+    """Interrupted in the middle of an epoch (a step cap), resumed: the same weights and history."""
+    config = TrainConfig(max_steps=12, eval_every=3, patience=100, batch_size=64, lr=1e-3, seed=3,
+                         schedule="step", step_size=1)
 
     def new_model():
         torch.manual_seed(123)
         return XTransferCDR(adata.n_vars, SMALL_MODEL)
 
     straight = new_model()
-    full = fit(straight, adata, config, device="cpu", progress=False)
+    full = fit(straight, adata, config, device="cpu", progress=False, select=None)
+    steps_per_epoch = full["step"].iloc[-1] / full["epoch"].iloc[-1]
+    assert 6 % steps_per_epoch != 0, "the interruption should fall inside an epoch"
     interrupted = new_model()
-    fit(interrupted, adata, TrainConfig(**{**config.__dict__, "epochs": 2}), device="cpu",
+    fit(interrupted, adata, TrainConfig(**{**config.__dict__, "max_steps": 6}), device="cpu",
         checkpoint_dir=tmp_path, progress=False)
     resumed = new_model()
     history = fit(resumed, adata, config, device="cpu", checkpoint_dir=tmp_path, resume=True,
-                  progress=False)
+                  progress=False, select=None)
     columns = [c for c in full.columns if c != "seconds"]
     pd.testing.assert_frame_equal(history[columns], full[columns])
     for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
@@ -104,7 +112,7 @@ def test_seeded_runs_are_bit_identical_and_seeds_differ(adata):
         torch.manual_seed(123)  # same initial weights; fit reseeds for pairs, batches, dropout
         model = XTransferCDR(adata.n_vars, SMALL_MODEL)
         history = fit(model, adata, TrainConfig(epochs=2, batch_size=128, lr=1e-3, seed=seed),
-                      device="cpu", progress=False)
+                      device="cpu", progress=False, select=None)
         return model, history.drop(columns="seconds")
 
     (m1, h1), (m2, h2), (m3, h3) = run(5), run(5), run(6)
@@ -173,3 +181,90 @@ def test_train_or_load_reuses_the_cached_checkpoint(adata, data_dir, monkeypatch
     # another seed is another model: it must train (and here, fail loudly)
     with pytest.raises(AssertionError, match="trained again"):
         pipeline.train_or_load(adata, seed=1, **kwargs)
+
+
+def test_early_stopping_keeps_the_best_weights_of_each_monitor(adata, tmp_path):
+    """Stops once no monitor improved for `patience` steps; each monitor's best weights are kept,
+    the checkpoint says why it stopped, and `select` chooses which weights a model holds."""
+    config = TrainConfig(max_steps=400, eval_every=4, patience=8, min_delta=0.5, batch_size=64,
+                         lr=1e-3, seed=0)
+    torch.manual_seed(0)
+    model = XTransferCDR(adata.n_vars, SMALL_MODEL)
+    history = fit(model, adata, config, device="cpu", checkpoint_dir=tmp_path, progress=False,
+                  select="transfer")
+    info = history.attrs["training"]
+    assert info["stop_reason"] == "converged" and info["steps"] < 400
+    assert set(info["monitors"]) == {"valid", "transfer"}
+    for name, column in (("valid", "valid_total"), ("transfer", "transfer_loss")):
+        best = info["monitors"][name]
+        assert best["converged"] and info["steps"] - best["best_step"] >= 8
+        # no later value beat the best by the margin (min_delta 0.5: below half of it)
+        values = history.set_index("step")[column]
+        assert values.loc[best["best_step"]] == pytest.approx(best["best_value"])
+        assert (values.loc[best["best_step"]:] >= 0.5 * best["best_value"] - 1e-9).all()
+    for select in ("valid", "transfer"):
+        loaded, state = load_checkpoint(tmp_path / CHECKPOINT_NAME, select=select)
+        assert state["selected"] == select
+        for k, v in loaded.state_dict().items():
+            assert torch.equal(v, state["best"][select]["state"][k]), (select, k)
+    assert torch.equal(_predict(model, adata), _predict(load_checkpoint(tmp_path / CHECKPOINT_NAME,
+                                                                        select="transfer")[0], adata))
+
+
+def test_no_best_is_kept_during_the_warm_up(adata):
+    config = TrainConfig(max_steps=24, min_steps=12, eval_every=4, patience=8, min_delta=0.0,
+                         batch_size=64, lr=1e-3, seed=0)
+    torch.manual_seed(0)
+    history = fit(XTransferCDR(adata.n_vars, SMALL_MODEL), adata, config, device="cpu", progress=False)
+    info = history.attrs["training"]
+    assert history["step"].iloc[0] == 4                      # validations are logged from the start
+    assert all(m["best_step"] >= 12 for m in info["monitors"].values())
+    assert info["steps"] >= 12 + 8 or info["stop_reason"] == "max_steps"
+
+
+def test_a_model_stopped_at_its_cap_while_improving_is_not_converged(adata):
+    config = TrainConfig(max_steps=12, eval_every=4, patience=100, batch_size=64, lr=1e-3, seed=0)
+    torch.manual_seed(0)
+    history = fit(XTransferCDR(adata.n_vars, SMALL_MODEL), adata, config, device="cpu", progress=False)
+    info = history.attrs["training"]
+    assert info["stop_reason"] == "max_steps" and info["steps"] == 12
+    assert not any(m["converged"] for m in info["monitors"].values())
+
+
+def test_transfer_validation_never_reads_a_test_perturbation(adata):
+    """The transfer split holds training perturbations only, each in one line; never in training pairs."""
+    from xtcdr.pairing import training_pairs
+    from xtcdr.train import _transfer_tasks
+
+    obs = adata.obs
+    conditions = list(adata.uns["xtcdr"]["split"]["transfer_valid"])
+    assert conditions and set(obs.loc[obs["split"] == "transfer", "condition"].astype(str)) <= set(conditions)
+    test_perts = set(adata.uns["xtcdr"]["split"]["test_perturbations"])
+    tasks = _transfer_tasks(adata)
+    assert tasks and all(t.perturbation not in test_perts for t in tasks)
+    for task in tasks:  # sources are the perturbation's cells in other lines, which do train
+        assert all(s.context != task.cell_type for s in task.sources)
+    pairs = training_pairs(adata, split="train", seed=0)
+    rows = np.concatenate([pairs.a, pairs.b])
+    assert not obs["split"].iloc[rows].astype(str).isin(["transfer", "test"]).any()
+
+
+def test_training_uses_a_fixed_thread_count_and_restores_the_callers(adata):
+    from xtcdr.train import TRAIN_THREADS
+
+    seen = []
+    original = train_module._fit
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return original(*args, **kwargs)
+
+    torch.set_num_threads(2)
+    try:
+        train_module._fit = spy
+        fit(XTransferCDR(adata.n_vars, SMALL_MODEL), adata, TrainConfig(max_steps=1), device="cpu",
+            progress=False)
+        assert seen == [TRAIN_THREADS] and torch.get_num_threads() == 2
+    finally:
+        train_module._fit = original
+        torch.set_num_threads(1)

@@ -6,4 +6,4 @@ Data flows left to right through one module per stage::
 
 ``pipeline`` chains the stages with caching so that every notebook also runs standalone.
 """
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -1,9 +1,13 @@
-"""Command line: ``python -m xtcdr replicate [--profile quick|paper] [--dataset NAME] [--out reports]``.
+"""Command line: ``python -m xtcdr replicate | train-grid | store``.
 
-Runs every notebook that exists in ``notebooks/`` with papermill (executed copies go to
-``<out>/notebooks/``, never over the sources), passing the parameters of each run, then writes
-``<out>/REPLICATION.md`` from the saved tables. A failing notebook stops the run with its name
-and the failing cell's error.
+``replicate [--profile quick|paper] [--dataset NAME] [--out reports]`` first trains every model
+the notebooks need with the training grid (`xtcdr.grid`, all cores), then runs every notebook
+that exists in ``notebooks/`` with papermill (executed copies go to ``<out>/notebooks/``, never
+over the sources), passing the parameters of each run; the notebooks load the grid's checkpoints.
+Then it writes ``<out>/REPLICATION.md`` from the saved tables. A failing notebook stops the run
+with its name and the failing cell's error.
+
+``train-grid`` runs (or with ``--dry-run`` prints) the grid alone, locally or on SLURM.
 """
 from __future__ import annotations
 
@@ -73,7 +77,8 @@ def plan(profile: str, dataset: str | None = None, only: list[str] | None = None
 
 
 def replicate(profile: str = "quick", dataset: str | None = None, out: str = "reports",
-              only: list[str] | None = None, seeds: int | None = None) -> int:
+              only: list[str] | None = None, seeds: int | None = None, grid: bool = True,
+              workers: int | None = None) -> int:
     import papermill as pm
 
     from .datasets import names
@@ -91,6 +96,10 @@ def replicate(profile: str = "quick", dataset: str | None = None, out: str = "re
     if not runs:
         print(f"no notebooks to run in {NOTEBOOK_DIR}", file=sys.stderr)
         return 2
+    if grid:
+        code = train_grid(profile, dataset, only, seeds, workers=workers)
+        if code:
+            return code
     for stem, params, name in runs:
         declared = pm.inspect_notebook(str(NOTEBOOK_DIR / f"{stem}.ipynb"))
         params = {k: v for k, v in params.items() if k in declared}
@@ -112,6 +121,33 @@ def replicate(profile: str = "quick", dataset: str | None = None, out: str = "re
     path = write_replication(out_dir)
     print(f"[replicate] wrote {path}")
     return 0
+
+
+def train_grid(profile: str = "quick", dataset: str | None = None, only: list[str] | None = None,
+               seeds: int | None = None, *, dry_run: bool = False, executor: str = "local",
+               workers: int | None = None, slurm: dict | None = None) -> int:
+    """Plan the trainings of a replication and run those not cached yet (`xtcdr.grid`)."""
+    from . import grid
+
+    t0 = time.perf_counter()
+    trainings = grid.plan(profile, only, seeds, dataset)
+    rows = grid.status(trainings)
+    cached = sum(r["state"] == "cached" for r in rows)
+    print(f"[train-grid] {len(trainings)} trainings planned ({profile} profile), {cached} cached, "
+          f"{sum(r['state'] == 'partial' for r in rows)} interrupted (resumed), "
+          f"{sum(r['state'] == 'new' for r in rows)} new; planned in {time.perf_counter() - t0:.0f} s",
+          flush=True)
+    if dry_run:
+        for r in rows:
+            t = r["training"]
+            print(f"  {r['state']:>7}  {t.label():<60} {r['folder'].name}  [{', '.join(n[:2] for n in t.notebooks)}]")
+        return 0
+    result = grid.run(trainings, executor=executor, workers=workers, slurm=slurm)
+    print(f"[train-grid] {result.summary()}", flush=True)
+    for failure in result.failed:
+        print(f"[train-grid] FAILED: {failure['label']}: {failure.get('error')}\n  log: {failure.get('log')}",
+              file=sys.stderr)
+    return 1 if result.failed else 0
 
 
 def store(paths: list[str]) -> int:
@@ -182,18 +218,46 @@ def main(argv=None) -> int:
     rep.add_argument("--seeds", type=int, default=None, help="number of training seeds (n_seeds)")
     rep.add_argument("--report-only", action="store_true",
                      help="only regenerate REPLICATION.md from the saved tables")
+    rep.add_argument("--no-grid", action="store_true",
+                     help="skip the training grid (each notebook trains what it needs, one at a time)")
+    rep.add_argument("--workers", type=int, default=None,
+                     help="worker processes of the training grid (default: one per core)")
+    tg = sub.add_parser("train-grid", help="train every model a replication needs, side by side "
+                                           "here or as a SLURM job array (xtcdr.grid)")
+    tg.add_argument("--profile", default="quick", choices=sorted(PLANS))
+    tg.add_argument("--dataset", default=None)
+    tg.add_argument("--notebooks", default=None, help="comma-separated notebook prefixes, e.g. 04,07")
+    tg.add_argument("--seeds", type=int, default=None, help="number of training seeds (n_seeds)")
+    tg.add_argument("--dry-run", action="store_true", help="print the plan and what is cached; train nothing")
+    tg.add_argument("--executor", default="local", choices=["local", "submitit-local", "slurm"],
+                    help="local worker processes, submitit's local executor, or a SLURM job array")
+    tg.add_argument("--workers", type=int, default=None, help="local worker processes (default: one per core)")
+    tg.add_argument("--partition", default=None, help="SLURM partition")
+    tg.add_argument("--gpus-per-task", type=int, default=None, help="GPUs per SLURM task")
+    tg.add_argument("--cpus-per-task", type=int, default=None, help="CPUs per SLURM task")
+    tg.add_argument("--max-parallel", type=int, default=None,
+                    help="at most this many array tasks at once (slurm_array_parallelism)")
+    tg.add_argument("--timeout-min", type=int, default=None, help="time limit of each task in minutes")
     st = sub.add_parser("store", help="execute notebooks and store them keeping only the "
                                       "outputs of NBVAL_CHECK_OUTPUT cells (for maintainers)")
     st.add_argument("paths", nargs="+")
     args = parser.parse_args(argv)
     if args.command == "store":
         return store(args.paths)
+    if args.command == "train-grid":
+        slurm = {k: v for k, v in (("slurm_partition", args.partition), ("slurm_gpus_per_task", args.gpus_per_task),
+                                   ("cpus_per_task", args.cpus_per_task), ("timeout_min", args.timeout_min),
+                                   ("slurm_array_parallelism", args.max_parallel)) if v is not None}
+        only = args.notebooks.split(",") if args.notebooks else None
+        return train_grid(args.profile, args.dataset, only, args.seeds, dry_run=args.dry_run,
+                          executor=args.executor, workers=args.workers, slurm=slurm)
     if args.report_only:
         from .report import write_replication
         print(write_replication(Path(args.out)))
         return 0
     only = args.notebooks.split(",") if args.notebooks else None
-    return replicate(args.profile, args.dataset, args.out, only, args.seeds)
+    return replicate(args.profile, args.dataset, args.out, only, args.seeds, grid=not args.no_grid,
+                     workers=args.workers)
 
 
 if __name__ == "__main__":

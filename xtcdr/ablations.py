@@ -131,3 +131,64 @@ def removal_sentences(paired: pd.DataFrame, *, protocol: str = "", digits: int =
             out.append(f"{name}{where} ({n} paired seeds, 95% t interval): removing the term "
                        + " and ".join(parts) + tail + ".")
     return out
+
+
+def table5(runs: dict, protocol: str, columns: list[str], *, label=None) -> tuple[pd.DataFrame, dict]:
+    """Table 5 from the evaluations of every configuration: the paper's rows, each configuration
+    (mean ± sd over seeds), then the baselines (fitted once, beside the full model).
+
+    ``runs``: configuration name -> `xtcdr.experiments.Evaluation` (the full model's carries the
+    baselines). Returns ``(table, meta)``; the meta holds each configuration's per-seed values and
+    training, and ``paired_reference`` (the full model's row), so that
+    `xtcdr.report.table_verdicts` compares each removal with the full model seed by seed.
+    """
+    from .experiments import paper_rows
+    from .report import method_table, summary_values
+
+    label = label or (lambda name: name)
+    rows = paper_rows("Table 5", columns)
+    per_seed, training = {}, {}
+    for name, ev in runs.items():
+        values = [summary_values(r, columns) for r in ev.model_runs[protocol]]
+        rows.append((label(name), "model", values))
+        per_seed[label(name)] = {c: [v[c] for v in values] for c in columns}
+        training[label(name)] = ev.convergence(protocol)
+    full = runs[FULL]
+    rows += [(lab, full.kinds[lab], summary_values(df, columns)) for lab, df in full.others[protocol].items()]
+    meta = {"per_seed": per_seed, "training": training, "paired_reference": label(FULL),
+            "varies": "training seeds", "seeds": list(full.seeds), "metrics": list(columns)}
+    return method_table(rows, columns), meta
+
+
+def removal_lines(verdicts_: list, reference: str) -> list[str]:
+    """One line per removal from the paired verdicts against the full model (`table_verdicts`):
+    on which metrics removing the term lowers or raises the score (interval excludes zero), and
+    where the interval contains zero; inconclusive or single-seed verdicts say so."""
+    by_config: dict[str, list] = {}
+    for v in verdicts_:
+        if v.other == reference:
+            by_config.setdefault(v.method, []).append(v)
+    out = []
+    for name, found in by_config.items():
+        words = {v.word for v in found}
+        if words & {"inconclusive (still learning)", "no interval (one seed)"}:
+            out.append(f"{name}: " + ", ".join(f"{v.metric} {v.interval()}" for v in found)
+                       + f" ({found[0].word}).")
+            continue
+        down = [v for v in found if v.word == "loses to"]
+        up = [v for v in found if v.word == "beats"]
+        tie = [v.metric for v in found if v.word.startswith("tie")]
+        parts = []
+        if down:
+            parts.append("lowers " + ", ".join(f"{v.metric} {v.interval()}" for v in down))
+        if up:
+            parts.append("raises " + ", ".join(f"{v.metric} {v.interval()}" for v in up))
+        text = f"{name} ({found[0].n} paired seeds): removing the term " + (" and ".join(parts) if parts else
+                                                                             "moves no metric beyond the seed spread")
+        if tie and parts:
+            text += f"; the intervals of {', '.join(tie)} contain zero"
+        out.append(text + ".")
+    return out
+
+
+__all__ += ["table5", "removal_lines"]

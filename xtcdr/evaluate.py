@@ -342,15 +342,24 @@ class ModelPredictor(Predictor):
     where ``perm_k`` is a permutation drawn from ``np.random.default_rng(seed)`` (one per component,
     in order, fresh generator at each call). Runs in eval mode under ``torch.no_grad()`` in batches
     of ``batch_size`` cells on the model's device; the model's training mode is restored afterwards.
+
+    ``offset="swap"`` (notebook 08, not in the paper): each component's codes lose the mean code
+    ``E_p`` gives the controls of its own context, and the target context's control mean code is
+    added once, ``D(E_s(x_ctrl,B) + sum_k [E_p(x_k) - mean E_p(ctrl_A_k)] + mean E_p(ctrl_B))``: the
+    part of ``P`` that a line's unperturbed cells already carry is swapped for the target's.
     """
 
-    def __init__(self, model, *, batch_size: int = 4096, seed: int = 0, name: str = "XTransferCDR"):
+    def __init__(self, model, *, batch_size: int = 4096, seed: int = 0, name: str = "XTransferCDR",
+                 offset: str = "none"):
         if batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
+        if offset not in ("none", "swap"):
+            raise ValueError(f"offset must be 'none' or 'swap', got {offset!r}")
         self.model = model
         self.batch_size = int(batch_size)
         self.seed = seed
         self.name = name
+        self.offset = offset
 
     def _encode(self, encoder, X: np.ndarray, rows: np.ndarray, device):
         import torch
@@ -375,12 +384,17 @@ class ModelPredictor(Predictor):
         try:
             with torch.no_grad():
                 basal = self._encode(model.encode_basal, X, control_idx, device)
+                if self.offset == "swap":
+                    basal = basal + self._encode(model.encode_perturbation, X, control_idx, device).mean(0)
                 partners = []
-                for perturbed_idx, _ in source.components:
+                for perturbed_idx, source_controls in source.components:
                     perturbed_idx = np.asarray(perturbed_idx)
                     if perturbed_idx.size == 0:
                         raise ValueError(f"task {task.condition!r}: a source component has no cells")
                     codes = self._encode(model.encode_perturbation, X, perturbed_idx, device)
+                    if self.offset == "swap":
+                        codes = codes - self._encode(model.encode_perturbation, X,
+                                                     np.asarray(source_controls), device).mean(0)
                     perm = rng.permutation(perturbed_idx.size)
                     pick = torch.as_tensor(perm[np.arange(n_controls) % perturbed_idx.size], device=device)
                     partners.append((codes, pick))
@@ -553,3 +567,27 @@ def compare(results: dict[str, pd.DataFrame], metrics: list[str] | None = None) 
         raise ValueError("compare needs at least one result table, got an empty dict")
     summaries = {name: summarize(df, metrics) for name, df in results.items()}
     return pd.concat(summaries, names=["predictor", "statistic"])
+
+
+def task_prediction(predictor: Predictor, X: np.ndarray, task: TransferTask) -> np.ndarray:
+    """A task's predicted mean profile: the average over its sources, as `evaluate_transfer` scores it."""
+    return np.mean([np.asarray(predictor.predict(X, task, s), dtype=np.float64) for s in task.sources], axis=0)
+
+
+def predicted_cells(model, task: TransferTask, X: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Single-cell predictions of a cross task, as many as scored cells: each a random control cell
+    of the target paired with a random source cell of another line, ``D(E_s(x_ctrl) + E_p(x_A))``."""
+    import torch
+
+    n = task.target_idx.size
+    ctrl = rng.choice(task.control_idx, n, replace=task.control_idx.size < n)
+    src = np.concatenate([s.components[0][0] for s in task.sources])
+    src = rng.choice(src, n, replace=src.size < n)
+    device = next(model.parameters()).device
+    model.eval()
+    with torch.no_grad():
+        out = model.predict_transfer(torch.as_tensor(X[src], device=device), torch.as_tensor(X[ctrl], device=device))
+    return out.cpu().numpy()
+
+
+__all__ += ["task_prediction", "predicted_cells"]

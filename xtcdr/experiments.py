@@ -27,7 +27,7 @@ from .evaluate import METRIC_COLUMNS, ModelPredictor, compare, evaluate_transfer
 from .report import method_table, summary_values
 
 __all__ = ["PAPER", "MODEL", "ORACLE", "BASELINE_LABELS", "Evaluation", "evaluate_methods",
-           "paper_rows"]
+           "paper_rows", "SELECT", "select_for"]
 
 MODEL = "XTransferCDR (ours)"
 ORACLE = "oracle (replicate, 10x cells)"
@@ -72,21 +72,41 @@ def paper_rows(paper_table: str, columns: list[str] | None = None) -> list[tuple
             for name, values in entry["rows"].items()]
 
 
+# The validation signal whose best weights score each protocol (`xtcdr.train`): cross-context
+# tables use the transfer validation, the others the within-line validation loss.
+SELECT = {"cross": "transfer", "within": "valid", "combination": "valid"}
+
+
+def select_for(protocol: str) -> str:
+    """The monitor (``"transfer"`` or ``"valid"``) whose best weights are scored on ``protocol``."""
+    return SELECT.get(protocol, "valid")
+
+
 @dataclass
 class Evaluation:
     """Per-condition results of the model (one table per seed) and of the other methods.
 
     ``model_runs[protocol]`` is a list of `xtcdr.evaluate.evaluate_transfer` tables, one per seed
     in ``seeds``; ``others[protocol][label]`` the table of a baseline or oracle; ``kinds[label]``
-    is ``"baseline"`` or ``"oracle"``. ``models[seed]`` keeps the trained models.
+    is ``"baseline"`` or ``"oracle"``. ``models[protocol][seed]`` keeps the trained model scored on
+    that protocol (the best weights of the matching validation, `select_for`) and
+    ``training[protocol][seed]`` how its training went (`xtcdr.train.training_summary`).
     """
 
     seeds: list[int]
     model_runs: dict[str, list[pd.DataFrame]] = field(default_factory=dict)
     others: dict[str, dict[str, pd.DataFrame]] = field(default_factory=dict)
     kinds: dict[str, str] = field(default_factory=dict)
-    models: dict[int, object] = field(default_factory=dict)
+    models: dict[str, dict[int, object]] = field(default_factory=dict)
+    training: dict[str, dict[int, dict]] = field(default_factory=dict)
     model_label: str = MODEL
+    varies: str = "training seeds"
+
+    def model(self, seed: int | None = None, protocol: str | None = None):
+        """The trained model of ``seed`` (default: the first) scored on ``protocol`` (default: the first)."""
+        protocol = protocol or next(iter(self.models))
+        seed = self.seeds[0] if seed is None else seed
+        return self.models[protocol][seed]
 
     def per_condition(self, protocol: str) -> dict[str, pd.DataFrame]:
         """Every method's per-condition table; the model's metrics averaged over seeds."""
@@ -100,6 +120,30 @@ class Evaluation:
         """One row per method: the mean (or median) of each metric across conditions."""
         return compare(self.per_condition(protocol)).xs(statistic, level="statistic")
 
+    def per_seed(self, protocol: str, columns: list[str]) -> dict[str, list[float]]:
+        """The model's value of each column (`xtcdr.report.summary_values`) for every seed."""
+        values = [summary_values(r, columns) for r in self.model_runs[protocol]]
+        return {c: [v[c] for v in values] for c in columns}
+
+    def convergence(self, protocol: str) -> dict:
+        """Per seed: steps, stop reason, the monitor used, its best step and whether it converged."""
+        monitor = select_for(protocol)
+        out = {"monitor": monitor, "seeds": [], "steps": [], "best_step": [], "converged": [],
+               "stop_reason": []}
+        for seed in self.seeds:
+            info = self.training.get(protocol, {}).get(seed)
+            if info is None:
+                continue
+            used = info.get("selected") or monitor
+            mon = info["monitors"].get(used, {})
+            out["seeds"].append(int(seed))
+            out["steps"].append(int(info["steps"]))
+            out["best_step"].append(int(mon.get("best_step", info["steps"])))
+            out["converged"].append(bool(mon.get("converged", False)))
+            out["stop_reason"].append(str(info["stop_reason"]))
+            out["monitor"] = used
+        return out
+
     def table(self, protocol: str, columns: list[str], paper_table: str | None = None) -> pd.DataFrame:
         """Paper layout: the paper's rows (when ``paper_table`` is given), the model (mean and sd
         over seeds), then the baselines and the oracle. ``columns`` name statistics as in
@@ -110,6 +154,13 @@ class Evaluation:
         rows += [(label, self.kinds[label], summary_values(df, columns))
                  for label, df in self.others.get(protocol, {}).items()]
         return method_table(rows, columns)
+
+    def table_meta(self, protocol: str, columns: list[str]) -> dict:
+        """What the verdicts of a saved table need (`xtcdr.report.table_verdicts`): the model's
+        per-seed values, how each seed's training went, and what the seeds vary."""
+        return {"per_seed": {self.model_label: self.per_seed(protocol, columns)},
+                "training": {self.model_label: self.convergence(protocol)},
+                "varies": self.varies, "seeds": list(self.seeds)}
 
 
 def evaluate_methods(adata, tasks: dict[str, list], *, seeds, profile="quick",
@@ -124,7 +175,9 @@ def evaluate_methods(adata, tasks: dict[str, list], *, seeds, profile="quick",
     tasks
         protocol name -> list of `TransferTask` (every method sees exactly these).
     seeds
-        Training seeds; each is cached by `xtcdr.pipeline.train_or_load`.
+        Training seeds; each is cached by `xtcdr.pipeline.train_or_load`. One training per seed
+        serves every protocol: each protocol scores the best weights of its matching validation
+        (`select_for`: the transfer validation for ``"cross"``, the within-line one otherwise).
     baselines
         Names from `xtcdr.baselines.BASELINES`, fitted on the training cells.
     oracle
@@ -141,12 +194,14 @@ def evaluate_methods(adata, tasks: dict[str, list], *, seeds, profile="quick",
     if not seeds:
         raise ValueError("evaluate_methods needs at least one training seed")
     result = Evaluation(seeds=seeds, model_label=model_label,
-                        model_runs={p: [] for p in tasks}, others={p: {} for p in tasks})
+                        model_runs={p: [] for p in tasks}, others={p: {} for p in tasks},
+                        models={p: {} for p in tasks}, training={p: {} for p in tasks})
     for s in tqdm(seeds, desc="train + score, seeds", disable=not progress):
-        model, _ = train_or_load(adata, profile=profile, seed=s, progress=progress, verbose=False,
-                                 **train_kwargs)
-        result.models[s] = model
         for protocol, task_list in tasks.items():
+            model, history = train_or_load(adata, profile=profile, seed=s, progress=progress,
+                                           verbose=False, select=select_for(protocol), **train_kwargs)
+            result.models[protocol][s] = model
+            result.training[protocol][s] = dict(history.attrs.get("training", {}))
             result.model_runs[protocol].append(
                 evaluate_transfer(ModelPredictor(model), adata, tasks=task_list))
     predictors = {BASELINE_LABELS.get(name, name): _baselines.get_baseline(name).fit(adata)
@@ -285,3 +340,124 @@ def additive_noise(X: np.ndarray, task, reference_cells: np.ndarray | None = Non
 
 
 __all__ += ["additive_noise"]
+
+
+# ----------------------------------------------------------------------------- saved tables
+PROTOCOL_TEXT = {
+    "cross": "cross-context transfer: target (B, d) predicted from the measured cells of d in every other "
+             "cell line A and the controls of B; the predictions from the sources averaged",
+    "within": "within-context reading: the cells of (B, d) split into seeded disjoint halves, the first "
+              "half read, the second scored; DEGs chosen from the scored half",
+    "combination": "a double a+b predicted from the measured singles a and b in the same line",
+}
+
+
+def paper_columns(paper_table: str, delta: str = "r2_deg_delta") -> list[str]:
+    """The paper table's columns plus one delta metric (named like the table's columns)."""
+    columns = list(PAPER[paper_table]["columns"])
+    prefix = "mean_" if columns[0].startswith("mean_") else ""
+    return columns + [prefix + delta]
+
+
+def result_meta(result: Evaluation, protocol: str, columns: list[str], **fields) -> dict:
+    """The meta of a saved table of ``result`` on ``protocol``: ``fields`` (dataset, title, part,
+    claim ...) plus what the verdicts need (`Evaluation.table_meta`) and the protocol in words."""
+    meta = {"metrics": list(columns), "protocol": PROTOCOL_TEXT.get(protocol, protocol),
+            "protocol_short": PROTOCOL_TEXT.get(protocol, protocol).split(":")[0],
+            "n_conditions": int(len(result.model_runs[protocol][0]))}
+    meta.update(result.table_meta(protocol, columns))
+    meta.update(fields)
+    return meta
+
+
+def split_seed_table(runs: list[tuple[int, "Evaluation"]], protocol: str, columns: list[str]):
+    """One table over several *splits* (one training seed each): every row's per-split values.
+
+    ``runs``: (split seed, Evaluation with one training seed). Returns ``(table, meta)``; the meta
+    holds every row's per-split values (baselines vary with the split too), the training of each
+    split's model, and ``varies`` = the split seeds, so that `xtcdr.report.table_verdicts` pairs
+    the model with each baseline split by split.
+    """
+    first = runs[0][1]
+    model_values = [summary_values(r.model_runs[protocol][0], columns) for _, r in runs]
+    rows = [(first.model_label, "model", model_values)]
+    per_seed = {first.model_label: {c: [v[c] for v in model_values] for c in columns}}
+    for label, kind in first.kinds.items():
+        values = [summary_values(r.others[protocol][label], columns) for _, r in runs]
+        rows.append((label, kind, values))
+        if kind == "baseline":
+            per_seed[label] = {c: [v[c] for v in values] for c in columns}
+    training = {k: [] for k in ("seeds", "steps", "best_step", "converged", "stop_reason")}
+    for split_seed, r in runs:
+        info = r.convergence(protocol)
+        training["monitor"] = info["monitor"]
+        training["seeds"].append(int(split_seed))
+        for k in ("steps", "best_step", "converged", "stop_reason"):
+            training[k] += info[k]
+    meta = {"per_seed": per_seed, "training": {first.model_label: training},
+            "varies": "split seeds (training seed 0)", "seeds": [s for s, _ in runs], "metrics": list(columns),
+            "protocol": PROTOCOL_TEXT.get(protocol, protocol),
+            "protocol_short": PROTOCOL_TEXT.get(protocol, protocol).split(":")[0]}
+    return method_table(rows, columns), meta
+
+
+__all__ += ["PROTOCOL_TEXT", "paper_columns", "result_meta", "split_seed_table"]
+
+
+def pitfalls(cross: pd.DataFrame, within: pd.DataFrame, paper_table: str, *, n_cells: pd.DataFrame,
+             sd: pd.Series | None = None) -> list[str]:
+    """The metric pitfalls of notebook 04, as sentences printed from a run's summaries.
+
+    ``cross`` / ``within``: `Evaluation.summary` of each reading (rows: methods); ``n_cells``:
+    scored cells per condition (one column per reading); ``sd``: the model's sd over seeds of
+    the DEG column of the saved table, when there are several seeds.
+    """
+    S, W = cross, within
+    control, shift, tmean = (BASELINE_LABELS[k] for k in ("control", "source_shift", "train_mean"))
+    base = PAPER[paper_table]["rows"]["Baseline"]
+    out = [f"1. **All-gene $R^2$ is inflated by similarity to control.** The control baseline predicts no "
+           f"response at all, yet scores mean $R^2$ {S.loc[control, 'r2_all']:.3f} over all genes; on the DEGs "
+           f"it falls to {S.loc[control, 'r2_deg']:.3f}. The paper's Baseline row shows the same gap "
+           f"({base[0]:.2f} vs {base[1]:.2f})."]
+    pcc = "; ".join(f"{n}: {S.loc[n, 'pcc_all']:.3f} raw, "
+                    + ("undefined" if pd.isna(S.loc[n, "pcc_all_delta"]) else f"{S.loc[n, 'pcc_all_delta']:.3f}")
+                    + " delta" for n in S.index)
+    out.append(f"2. **Raw versus delta Pearson correlation** (all genes, mean over conditions): {pcc}. The raw "
+               "correlation of the control baseline measures how alike cells of one line are, not the "
+               "response; only the delta correlation asks whether the predicted *change* points the right way.")
+
+    def side(metric):
+        return "above" if S.loc[MODEL, metric] > S.loc[shift, metric] else "not above"
+    out.append(f"3. **The source shift reads exactly the model's inputs** (controls of B, cells of d in A) and "
+               f"adds the shift measured in A. It reaches $R^2$ DEGs {S.loc[shift, 'r2_deg']:.3f} and delta "
+               f"$R^2$ DEGs {S.loc[shift, 'r2_deg_delta']:.3f}; the model's mean over seeds is "
+               f"{S.loc[MODEL, 'r2_deg']:.3f} and {S.loc[MODEL, 'r2_deg_delta']:.3f}, {side('r2_deg')} and "
+               f"{side('r2_deg_delta')} it (the verdicts with their intervals are in the tables).")
+    out.append(f"4. **The train-mean baseline ignores which drug it predicts.** It scores $R^2$ DEGs "
+               f"{S.loc[tmean, 'r2_deg']:.3f} and delta Pearson {S.loc[tmean, 'pcc_all_delta']:.3f}: that much "
+               f"of a score is a generic drug response. The model's delta Pearson is {S.loc[MODEL, 'pcc_all_delta']:.3f}.")
+    if ORACLE in S.index:
+        above = [(n, m) for n in S.index if n != ORACLE for m in ("r2_all", "r2_deg", "r2_deg_delta", "pcc_all_delta")
+                 if pd.notna(S.loc[n, m]) and S.loc[n, m] > S.loc[ORACLE, m]]
+        out.append(f"5. **The oracle** (replicate means from 10x the cells) scores $R^2$ all {S.loc[ORACLE, 'r2_all']:.3f}, "
+                   f"DEGs {S.loc[ORACLE, 'r2_deg']:.3f}, delta DEGs {S.loc[ORACLE, 'r2_deg_delta']:.3f}: knowing the "
+                   "true mean does not reach 1.0, because the scored cells are a sample. "
+                   + ("No method is above it on these four metrics." if not above else
+                      "Above it: " + "; ".join(f"{n} on {m}" for n, m in above)
+                      + " (closer to this sample's mean, not closer to the truth)."))
+    else:
+        out.append("5. No oracle on real data: an independent replicate would be needed.")
+    spread = (f"the model's sd over seeds of mean $R^2$ DEGs (cross) is {float(sd.loc[MODEL]):.3f}"
+              if sd is not None and pd.notna(sd.get(MODEL)) else "one seed: no sd over seeds")
+    out.append(f"6. **Cells per condition.** Cross: {n_cells['cross'].mean():.1f} scored cells per condition "
+               f"(median {n_cells['cross'].median():.0f}); within: {n_cells['within'].mean():.1f} scored and "
+               f"as many read; {spread}.")
+    out.append(f"7. **The within-context reading is a different task.** The source shift's prediction there is "
+               f"the mean of the other half of the very condition that is scored: $R^2$ DEGs "
+               f"{W.loc[shift, 'r2_deg']:.3f} within versus {S.loc[shift, 'r2_deg']:.3f} across cell lines; the "
+               f"model {W.loc[MODEL, 'r2_deg']:.3f} versus {S.loc[MODEL, 'r2_deg']:.3f}. Numbers from the two "
+               "readings must never be compared with each other.")
+    return out
+
+
+__all__ += ["pitfalls"]

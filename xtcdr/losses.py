@@ -36,10 +36,12 @@ import torch.nn.functional as F
 from .config import LossWeights
 
 __all__ = ["orthogonality", "similarity", "basal_reconstruction", "self_reconstruction",
-           "cross_transfer", "combination_reconstruction", "loss_terms", "TERMS", "COMBO"]
+           "cross_transfer", "combination_reconstruction", "cross_line_transfer", "adversary",
+           "control_code", "loss_terms", "TERMS", "COMBO", "VARIANT_TERMS"]
 
 TERMS = ("orth", "sim", "reco_basal", "reco_self", "cross")
 COMBO = "combo"  # the fifth term of the released double-gene code (not in TERMS: off by default)
+VARIANT_TERMS = ("cross_line", "adversary", "control_code")  # notebook 08 (off by default)
 
 
 def orthogonality(p_a: torch.Tensor, s_a: torch.Tensor, p_b: torch.Tensor, s_b: torch.Tensor) -> torch.Tensor:
@@ -76,9 +78,30 @@ def combination_reconstruction(xhat_ab: torch.Tensor, x_ab: torch.Tensor) -> tor
     return F.mse_loss(xhat_ab, x_ab)
 
 
+def cross_line_transfer(xhat_b_from_a: torch.Tensor, xhat_a_from_b: torch.Tensor,
+                        x_a: torch.Tensor, x_b: torch.Tensor) -> torch.Tensor:
+    """Notebook 08: for one perturbation measured in lines A and B, D(S(x_B) + P(x_A)) -> x_B and
+    D(S(x_A) + P(x_B)) -> x_A: the cross-context prediction itself, as a training target."""
+    return F.mse_loss(xhat_b_from_a, x_b) + F.mse_loss(xhat_a_from_b, x_a)
+
+
+def adversary(logits: torch.Tensor, contexts: torch.Tensor) -> torch.Tensor:
+    """Notebook 08: cross entropy of the context head's ``logits`` (read from P behind gradient
+    reversal, `xtcdr.model.XTransferCDR.context_logits`) against the cells' line codes."""
+    return F.cross_entropy(logits, contexts)
+
+
+def control_code(p_ctrl: torch.Tensor) -> torch.Tensor:
+    """Notebook 08: mean squared norm of control cells' perturbation codes (zero is the target:
+    an unperturbed cell should carry no perturbation)."""
+    return p_ctrl.pow(2).sum(1).mean()
+
+
 def loss_terms(model, x_a: torch.Tensor, x_b: torch.Tensor, x_ctrl_a: torch.Tensor,
                x_ctrl_b: torch.Tensor, weights: LossWeights | None = None, *,
-               combo: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+               combo: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+               contexts: torch.Tensor | None = None,
+               cross_line: tuple[torch.Tensor, torch.Tensor] | None = None,
                ) -> dict[str, torch.Tensor]:
     """All five terms and the weighted total (Eq. 6) for one batch of pairs.
 
@@ -92,6 +115,11 @@ def loss_terms(model, x_a: torch.Tensor, x_b: torch.Tensor, x_ctrl_a: torch.Tens
     `combination_reconstruction` of ``D(E_s(x_single_a) + E_p(x_single_a) + E_p(x_single_b))``
     is reported too, in its own encoder and decoder pass, and added with weight ``weights.combo``.
     Without ``combo`` the result is exactly the five terms of the paper.
+
+    Notebook 08's variants, each computed only when its weight is above 0: ``cross_line`` (a
+    batch of cells ``(x_A, x_B)`` of one perturbation in two lines, `cross_line_transfer`),
+    ``adversary`` (needs ``contexts``, the line code of each pair, and a model with a context
+    head) and ``control_code`` (the pairs' control cells, `control_code`).
     """
     w = weights or LossWeights()
     n = x_a.shape[0]
@@ -115,6 +143,19 @@ def loss_terms(model, x_a: torch.Tensor, x_b: torch.Tensor, x_ctrl_a: torch.Tens
         p_single = model.encode_perturbation(torch.cat([xs_a, xs_b]))
         z_ab = model.encode_basal(xs_a) + p_single[:m] + p_single[m:]
         terms[COMBO] = combination_reconstruction(model.decode(z_ab).float(), x_ab.float())
+    if w.adversary > 0:
+        if contexts is None:
+            raise ValueError("LossWeights.adversary > 0 needs the line code of each pair (contexts=)")
+        terms["adversary"] = adversary(model.context_logits(p).float(), torch.cat([contexts, contexts]))
+    if w.control_code > 0:
+        terms["control_code"] = control_code(model.encode_perturbation(torch.cat([x_ctrl_a, x_ctrl_b])).float())
+    if w.cross_line > 0 and cross_line is not None:
+        xl_a, xl_b = cross_line
+        m = xl_a.shape[0]
+        xl = torch.cat([xl_a, xl_b])
+        s_l, p_l = model.encode_basal(xl), model.encode_perturbation(xl)
+        out_l = model.decode(torch.cat([s_l[m:] + p_l[:m], s_l[:m] + p_l[m:]])).float()
+        terms["cross_line"] = cross_line_transfer(out_l[:m], out_l[m:], xl_a.float(), xl_b.float())
     total = sum(getattr(w, k) * v for k, v in terms.items() if getattr(w, k) != 0)
     terms["total"] = total if torch.is_tensor(total) else torch.zeros((), device=x_a.device)
     return terms

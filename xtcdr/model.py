@@ -4,6 +4,11 @@ A perturbed profile x is split into a basal state ``S = E_s(x)`` and a perturbat
 ``P = E_p(x)``; the decoder reads their sum, ``D(S + P)`` (the paper's linear additivity in the
 latent space). Transfer to a new context B is ``D(E_s(x_ctrl_B) + E_p(x_A))``.
 
+With ``ModelConfig.n_contexts > 0`` the model also has a small *context head*, a classifier of the
+cell line from ``P`` behind a gradient-reversal layer (Ganin & Lempitsky, ICML 2015): trained with
+`xtcdr.losses.adversary` it learns to read the line from ``P`` while ``E_p`` learns to hide it
+(the "context-free P" variant of notebook 08; not in the paper).
+
 Two variants (``ModelConfig.variant``):
 
 * ``"paper"`` (default): each encoder is ``Linear -> BatchNorm -> ReLU -> Dropout`` per hidden
@@ -35,7 +40,7 @@ from torch import nn
 
 from .config import ModelConfig
 
-__all__ = ["XTransferCDR", "Dropout"]
+__all__ = ["XTransferCDR", "Dropout", "grad_reverse"]
 
 _BITS = 16
 _LEVELS = 1 << _BITS  # 65536
@@ -83,6 +88,23 @@ class Dropout(nn.Dropout):
         # mask needs no gradient, autograd keeps only the mask and backward is ``grad * mask``
         mask = random_keep_mask(x.shape, k).to(x.dtype).mul_(_LEVELS / k)
         return x * mask
+
+
+class _GradReverse(torch.autograd.Function):
+    """Identity forward; the gradient's sign flips on the way back."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return -grad
+
+
+def grad_reverse(x: torch.Tensor) -> torch.Tensor:
+    """Gradient reversal: ``x`` forward, ``-grad`` backward (what an adversary's encoder sees)."""
+    return _GradReverse.apply(x)
 
 
 def _block(n_in: int, n_out: int, cfg: ModelConfig) -> list[nn.Module]:
@@ -144,6 +166,9 @@ class XTransferCDR(nn.Module):
         self.encoder_basal = _mlp(enc_widths, cfg, residual_after=res_enc, final_relu=released)
         self.encoder_perturbation = _mlp(enc_widths, cfg, residual_after=res_enc, final_relu=released)
         self.decoder = _mlp(dec_widths, cfg, residual_after=res_dec, final_relu=released)
+        if cfg.n_contexts > 0:
+            self.context_head = nn.Sequential(nn.Linear(cfg.latent, 64), nn.ReLU(),
+                                              nn.Linear(64, cfg.n_contexts))
 
     # -- the three networks -------------------------------------------------------------
     def _noise(self, x: torch.Tensor) -> torch.Tensor:
@@ -162,6 +187,12 @@ class XTransferCDR(nn.Module):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """D(z): expression from a latent state (S, or S + P)."""
         return self.decoder(z)
+
+    def context_logits(self, p: torch.Tensor) -> torch.Tensor:
+        """The context head's logits of the cell line from ``P``, behind gradient reversal."""
+        if not hasattr(self, "context_head"):
+            raise ValueError("this model has no context head: build it with ModelConfig(n_contexts=k)")
+        return self.context_head(grad_reverse(p))
 
     # -- predictions ----------------------------------------------------------------------
     def predict_transfer(self, x_source_perturbed: torch.Tensor,

@@ -16,8 +16,16 @@ ever contains one. Three rules choose the held-out perturbations (``test_rule``)
   others can train the released code's fifth loss (`combination_triples`).
 
 For a dataset with combinations the doubles are held out (the model is trained on singles, as the
-paper says). Of the remaining cells (controls included) a seeded, per-condition fraction goes to
-``valid``. The rule, k, the held-out names and (for ``"strongest"``) the whole effect ranking are
+paper says).
+
+**Transfer validation.** Where perturbations are measured in several cell types, a seeded few of
+the *training* perturbations are held back in one of their cell types: those cells go to
+``transfer`` and never train, while the perturbation's cells in the other cell types still do.
+`xtcdr.train.fit` predicts them across contexts during training, exactly as the cross-context
+tables predict the held-out perturbations, and stops on that signal; no test perturbation is ever
+read for it.
+
+Of the remaining cells (controls included) a seeded, per-condition fraction goes to ``valid``. The rule, k, the held-out names and (for ``"strongest"``) the whole effect ranking are
 recorded in ``uns['xtcdr']['split']``.
 
 **Pairs** (paper, "Data pairing"): within one cellular context the perturbations are split at
@@ -37,7 +45,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["assign_split", "training_pairs", "Pairs", "is_combination", "perturbation_effects",
-           "TEST_RULES", "Triples", "combination_triples"]
+           "TEST_RULES", "Triples", "combination_triples", "cross_line_pairs"]
 
 TEST_RULES = ("published", "strongest", "random", "doubles")
 
@@ -127,8 +135,9 @@ def perturbation_effects(adata: ad.AnnData, *, min_log2fc: float = 1.0, alpha: f
 
 def assign_split(adata: ad.AnnData, *, test_perturbations=None, test_rule: str | None = None,
                  n_test: int | None = None, valid_fraction: float = 0.2,
-                 test_fraction: float = 0.2, seed: int = 0) -> None:
-    """Assign every cell to ``train``, ``valid`` or ``test`` (in place).
+                 test_fraction: float = 0.2, n_transfer_valid: int | None = None,
+                 seed: int = 0) -> None:
+    """Assign every cell to ``train``, ``valid``, ``transfer`` or ``test`` (in place).
 
     Parameters
     ----------
@@ -145,14 +154,20 @@ def assign_split(adata: ad.AnnData, *, test_perturbations=None, test_rule: str |
         (rounded, at least 1). For ``"doubles"``: k seeded doubles (``None``: every double).
     valid_fraction
         Fraction of the cells of each remaining condition (controls included) put in ``valid``.
+    n_transfer_valid
+        Training perturbations held back in one cell type for the transfer validation (module
+        docstring). ``None``: 20% of the training singles measured in two or more cell types
+        (rounded, at least 3 or all of them; none when fewer than 2 qualify); 0: none. Under the
+        ``"strongest"`` rule they are drawn from the stronger half of those, like the test set.
     seed
-        Seeds the ``"random"`` rule and the validation cells.
+        Seeds the ``"random"`` rule, the transfer validation and the validation cells.
 
     Sets
     ----
-    ``obs['split']`` (categorical train/valid/test); ``uns['xtcdr']['split']``: the rule, k, the
-    held-out list, the parameters, and for ``"strongest"`` the effect ranking
-    (``ranking``, ``ranking_n_degs``, ``ranking_shift``: strongest first).
+    ``obs['split']`` (categorical train/valid/transfer/test); ``uns['xtcdr']['split']``: the rule,
+    k, the held-out list, the parameters, the transfer-validation conditions
+    (``transfer_valid``), and for ``"strongest"`` the effect ranking (``ranking``,
+    ``ranking_n_degs``, ``ranking_shift``: strongest first).
     """
     require_obs(adata, ["perturbation", "is_control", "condition"])
     if not 0 <= valid_fraction < 1 or not 0 < test_fraction < 1:
@@ -237,8 +252,10 @@ def assign_split(adata: ad.AnnData, *, test_perturbations=None, test_rule: str |
     split = np.full(adata.n_obs, "train", dtype=object)
     split[np.isin(pert, test_perturbations) & ~control] = "test"
     cond = adata.obs["condition"].astype(str).to_numpy()
-    for c in np.unique(cond[split != "test"]):
-        rows = np.flatnonzero((cond == c) & (split != "test"))
+    held_back = _transfer_valid(adata, split, n_transfer_valid, seed, record.get("ranking"))
+    split[np.isin(cond, held_back)] = "transfer"
+    for c in np.unique(cond[split == "train"]):
+        rows = np.flatnonzero((cond == c) & (split == "train"))
         n_valid = int(round(valid_fraction * rows.size))
         if rows.size >= 2 and n_valid:
             split[rng.choice(rows, min(n_valid, rows.size - 1), replace=False)] = "valid"
@@ -246,10 +263,51 @@ def assign_split(adata: ad.AnnData, *, test_perturbations=None, test_rule: str |
     adata.obs["split"] = adata.obs["split"].astype("category")
     record.update(rule=rule, test_perturbations=test_perturbations,
                   valid_fraction=float(valid_fraction), test_fraction=float(test_fraction),
-                  seed=int(seed))
+                  transfer_valid=list(held_back), seed=int(seed))
     record.setdefault("k", len(test_perturbations))
     info["split"] = record
     adata.uns["xtcdr"] = info
+
+
+def _transfer_valid(adata, split, n: int | None, seed: int, ranking=None) -> list[str]:
+    """Conditions (cell type + perturbation) of training singles held back for the transfer
+    validation: a seeded choice of ``n`` perturbations measured in two or more cell types with
+    controls, each held back in one seeded cell type (see `assign_split`).
+
+    The validation is drawn like the test set: when the held-out perturbations are the strongest
+    (``ranking``, strongest first), the draw is among the stronger half of the eligible training
+    perturbations; otherwise among all of them.
+    """
+    ctype = adata.obs["cell_type"].astype(str).to_numpy() if "cell_type" in adata.obs else None
+    if ctype is None or (n is not None and int(n) == 0):
+        return []
+    pert = adata.obs["perturbation"].astype(str).to_numpy()
+    control = adata.obs["is_control"].to_numpy(bool)
+    cond = adata.obs["condition"].astype(str).to_numpy()
+    with_controls = set(ctype[control])
+    training = (split == "train") & ~control
+    lines: dict[str, list[str]] = {}
+    for ct, p in sorted(set(zip(ctype[training], pert[training]))):
+        if not is_combination(p) and ct in with_controls:
+            lines.setdefault(p, []).append(ct)
+    eligible = sorted(p for p, cts in lines.items() if len(cts) >= 2)
+    if n is None:
+        n = min(len(eligible), max(3, int(round(0.2 * len(eligible))))) if len(eligible) >= 2 else 0
+    if int(n) > len(eligible):
+        raise ValueError(f"cannot hold back {n} training perturbations for the transfer validation: "
+                         f"only {len(eligible)} are measured in two or more cell types; choose "
+                         f"n_transfer_valid between 0 and {len(eligible)}.")
+    pool = eligible
+    if ranking is not None and n:
+        order = [str(p) for p in ranking if str(p) in set(eligible)]
+        pool = sorted(order[:max(int(n), (len(order) + 1) // 2)])
+    rng = np.random.default_rng([int(seed), 7])  # its own stream: the held-out rules' draws stay as they were
+    chosen = sorted(rng.choice(pool, int(n), replace=False)) if n else []
+    out = []
+    for p in chosen:
+        ct = lines[p][int(rng.integers(len(lines[p])))]
+        out.append(str(cond[np.flatnonzero((ctype == ct) & (pert == p))[0]]))
+    return sorted(out)
 
 
 def _random_by_cell_types(adata, singles, fraction, rng) -> tuple[list[str], dict]:
@@ -363,3 +421,34 @@ def combination_triples(adata: ad.AnnData, *, split: str = "train", seed: int = 
         parts["single_b"].append(rng.choice(rows[1], doubles.size))
     return Triples(**{k: (np.concatenate(v) if v else np.zeros(0)).astype(np.int64)
                       for k, v in parts.items()})
+
+
+def cross_line_pairs(adata: ad.AnnData, *, split: str = "train", seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs of cells of one single perturbation in two different cell types (notebook 08).
+
+    Every cell of (A, d) in ``split`` is paired with a random cell of (B, d) in ``split``, B a
+    random other cell type that measures d there. The paper's pairs never cross cell types; these
+    feed the ``cross_line`` variant term (`xtcdr.losses.cross_line_transfer`). Returns two row
+    arrays ``(a, b)``, empty when no perturbation is measured in two cell types of ``split``.
+    """
+    require_obs(adata, ["cell_type", "perturbation", "is_control", "split"])
+    rng = np.random.default_rng(seed)
+    in_split = adata.obs["split"].astype(str).to_numpy() == split
+    ctype = adata.obs["cell_type"].astype(str).to_numpy()
+    pert = adata.obs["perturbation"].astype(str).to_numpy()
+    control = adata.obs["is_control"].to_numpy(bool)
+    rows: dict[tuple[str, str], np.ndarray] = {}
+    for ct, p in sorted(set(zip(ctype[in_split & ~control], pert[in_split & ~control]))):
+        if not is_combination(p):
+            rows[ct, p] = np.flatnonzero(in_split & (ctype == ct) & (pert == p))
+    side_a, side_b = [], []
+    for (ct, p), cells in rows.items():
+        others = [o for (o, q) in rows if q == p and o != ct]
+        if not others:
+            continue
+        partner_line = rng.choice(others, cells.size)
+        side_a.append(cells)
+        side_b.append(np.array([rng.choice(rows[o, p]) for o in partner_line], dtype=np.int64))
+    if not side_a:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    return np.concatenate(side_a).astype(np.int64), np.concatenate(side_b).astype(np.int64)

@@ -117,7 +117,7 @@ def _preprocess_and_split(raw, cfg, seed, test_perturbations, hvg_exclude=None) 
                        deg_rule=cfg.deg_rule, hvg_exclude=hvg_exclude)
     assign_split(adata, test_perturbations=test_perturbations, test_rule=cfg.test_rule,
                  n_test=cfg.n_test, valid_fraction=cfg.valid_fraction,
-                 test_fraction=cfg.test_fraction, seed=seed)
+                 test_fraction=cfg.test_fraction, n_transfer_valid=cfg.n_transfer_valid, seed=seed)
     return adata
 
 
@@ -151,6 +151,8 @@ def _checkpoint_settings(adata, profile, seed, model_config, train_config, weigh
     tcfg = replace(train_config or prof.train, seed=int(seed))
     if weights is not None:
         tcfg = replace(tcfg, weights=weights)
+    if tcfg.weights.adversary > 0 and mcfg.n_contexts == 0:  # the adversary's head: one output per line
+        mcfg = replace(mcfg, n_contexts=int(adata.obs["cell_type"].nunique()))
     data_dir = Path(data_dir) if data_dir is not None else datasets.default_data_dir()
     key = config_hash(data_key(adata), mcfg, tcfg)
     safe_name = re.sub(r"[^A-Za-z0-9_.-]+", "_", dataset_name(adata))
@@ -172,37 +174,47 @@ def train_or_load(adata: ad.AnnData, *, profile: str | Profile = "quick", seed: 
                   model_config: ModelConfig | None = None, train_config: TrainConfig | None = None,
                   weights: LossWeights | None = None, device: str = "auto",
                   data_dir: str | Path | None = None, force: bool = False, progress: bool = True,
-                  verbose: bool = True):
+                  verbose: bool = True, select: str = "valid"):
     """Return ``(model, history)`` for this data and configuration, training only when needed.
 
     The checkpoint lives in ``data/checkpoints/<dataset>__<key>/checkpoint.pt`` where the key
     hashes the data (``data_key``), the model and training configs and the seed. A finished
-    checkpoint is loaded; an unfinished one (an interrupted run) is resumed.
+    checkpoint (training stopped by convergence or at its cap) is loaded; an unfinished one (an
+    interrupted run) is resumed.
 
     ``model_config`` / ``train_config`` default to the profile's; ``weights`` replaces the loss
-    weights (ablations); ``seed`` replaces the training seed.
+    weights (ablations); ``seed`` replaces the training seed. ``select`` chooses which of the
+    checkpoint's best weights the model holds: ``"valid"`` (lowest within-line validation loss,
+    for within-context protocols) or ``"transfer"`` (best cross-context prediction of the
+    transfer-validation conditions, for cross-context protocols; falls back to ``"valid"`` on
+    data without them). ``history.attrs['training']`` says how training went
+    (`xtcdr.train.training_summary`).
     """
     from .model import XTransferCDR
-    from .train import CHECKPOINT_NAME, fit, load_checkpoint, resolve_device, set_seed
+    from .train import CHECKPOINT_NAME, fit, load_checkpoint, resolve_device, set_seed, training_summary
 
     ckpt_dir, mcfg, tcfg = _checkpoint_settings(adata, profile, seed, model_config, train_config,
                                                 weights, data_dir)
     ckpt = ckpt_dir / CHECKPOINT_NAME
     dev = resolve_device(device)
     if ckpt.exists() and not force:
-        model, state = load_checkpoint(ckpt, genes=adata.var_names, map_location=dev)
-        if int(state["epoch"]) >= tcfg.epochs:
+        model, state = load_checkpoint(ckpt, genes=adata.var_names, map_location=dev, select=select)
+        if state.get("stop_reason") is not None:
+            summary = training_summary(state)
             if verbose:
-                print(f"train_or_load: using cached checkpoint {ckpt_dir.name} ({state['epoch']} epochs)")
+                print(f"train_or_load: using cached checkpoint {ckpt_dir.name} ({summary['steps']} "
+                      f"steps, stopped: {summary['stop_reason']}; weights: best {summary['selected']})")
             model.to(dev).eval()
-            return model, pd.DataFrame(state["history"])
+            history = pd.DataFrame(state["history"])
+            history.attrs["training"] = summary
+            return model, history
     if force and ckpt.exists():
         ckpt.unlink()
     set_seed(tcfg.seed)  # the initial weights depend on the training seed only, not on what ran before
     model = XTransferCDR(adata.n_vars, mcfg)
     if verbose:
-        print(f"train_or_load: training {dataset_name(adata)} on {dev} "
-              f"({tcfg.epochs} epochs, seed {tcfg.seed}) -> {ckpt_dir.name}")
+        print(f"train_or_load: training {dataset_name(adata)} on {dev} (up to {tcfg.max_steps} "
+              f"steps, early stopping, seed {tcfg.seed}) -> {ckpt_dir.name}")
     history = fit(model, adata, tcfg, device=dev, checkpoint_dir=ckpt_dir, resume=True,
-                  progress=progress)
+                  progress=progress, select=select)
     return model, history

@@ -151,9 +151,10 @@ __all__ += ["plot_pair_codes"]
 
 
 def plot_training_history(history: pd.DataFrame, *, title: str | None = None) -> Figure:
-    """Train and validation curves of every loss term per epoch, plus ``valid_r2_deg`` and ``lr``.
+    """Train and validation curves of every loss term over optimizer steps, plus ``valid_r2_deg``
+    and ``lr``.
 
-    ``history``: the DataFrame returned by ``xtcdr.train.fit`` (``epoch``, ``train_<term>``,
+    ``history``: the DataFrame returned by ``xtcdr.train.fit`` (``step``, ``train_<term>``,
     ``valid_<term>``, ``valid_r2_deg``, ``lr``).
     """
     terms = [t for t in _TERM_LABELS if f"train_{t}" in history.columns]
@@ -162,7 +163,7 @@ def plot_training_history(history: pd.DataFrame, *, title: str | None = None) ->
     ncols = 4
     nrows = -(-len(panels) // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.9 * ncols, 2.9 * nrows), squeeze=False)
-    epoch = history["epoch"] if "epoch" in history.columns else np.arange(1, len(history) + 1)
+    epoch = history["step"] if "step" in history.columns else np.arange(1, len(history) + 1)
     for ax, name in zip(axes.flat, panels):
         if name in terms:
             for split, color in (("train", "C0"), ("valid", "C1")):
@@ -185,7 +186,7 @@ def plot_training_history(history: pd.DataFrame, *, title: str | None = None) ->
             ax.plot(epoch, history[name], color="0.3")
             ax.set_title("learning rate", fontsize=10)
             ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
-        ax.set_xlabel("epoch")
+        ax.set_xlabel("optimizer step")
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
@@ -196,6 +197,55 @@ def plot_training_history(history: pd.DataFrame, *, title: str | None = None) ->
 
 
 __all__ += ["plot_training_history"]
+
+
+_SIGNALS = {"valid_total": ("within-line validation loss (Eq. 6)", "C1"),
+            "transfer_loss": ("transfer validation: 1 - pooled $R^2$ on DEGs", "C2")}
+
+
+def plot_validation_signals(histories: dict[str, pd.DataFrame], *, test: dict | None = None,
+                            title: str | None = None) -> Figure:
+    """The two validation signals of each training over optimizer steps, side by side.
+
+    ``histories``: label -> a `xtcdr.train.fit` history (its ``attrs['training']`` marks each
+    monitor's best step and where training stopped). Each signal is drawn relative to its own
+    minimum (1 = its best value), so both fit one axis. ``test``: label -> DataFrame with ``step``
+    and a test metric column ``r2_deg`` (teaching only; never used for selection), drawn on a
+    second axis.
+    """
+    fig, axes = plt.subplots(1, len(histories), figsize=(5.2 * len(histories), 3.8), squeeze=False)
+    for ax, (label, history) in zip(axes[0], histories.items()):
+        info = history.attrs.get("training", {})
+        for column, (name, color) in _SIGNALS.items():
+            if column not in history:
+                continue
+            values = history[column].to_numpy(float)
+            ax.plot(history["step"], values / np.nanmin(values), color=color, label=name)
+            monitor = "valid" if column == "valid_total" else "transfer"
+            best = info.get("monitors", {}).get(monitor, {}).get("best_step")
+            if best is not None:
+                ax.axvline(best, color=color, ls=":", lw=1.2)
+        if info.get("steps"):
+            ax.axvline(info["steps"], color="0.3", lw=1, label=f"stopped ({info.get('stop_reason')})")
+        ax.set_ylim(0.95, 2.5)
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel("value / its minimum")
+        ax.set_title(label, fontsize=10)
+        ax.grid(alpha=0.3)
+        if test and label in test:
+            ax2 = ax.twinx()
+            curve = test[label]
+            ax2.plot(curve["step"], curve["r2_deg"], color="k", ls="--", lw=1, label="test $R^2$ DEGs (teaching only)")
+            ax2.set_ylabel("test $R^2$ on DEGs")
+            ax2.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="upper right")
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+__all__ += ["plot_validation_signals"]
 
 
 def plot_probes(r2: pd.DataFrame | None, context: pd.DataFrame | None = None, *,
@@ -915,7 +965,8 @@ def plot_seed_dots(values: pd.DataFrame, columns: list[str], *, group: str = "co
                    intervals: pd.DataFrame | None = None, zero_line: bool = False,
                    references: dict[str, float] | None = None, ylabel: str = "",
                    labels: dict[str, str] | None = None, ncols: int = 3,
-                   pair_by: str | None = None, title: str | None = None) -> Figure:
+                   pair_by: str | None = None, title: str | None = None,
+                   ylim: tuple[float, float] | None = None) -> Figure:
     """One panel per column of ``values``: each group (x) with every seed as a dot and its mean.
 
     ``values``: one row per (group, seed) with a ``group`` column and the ``columns``.
@@ -924,6 +975,8 @@ def plot_seed_dots(values: pd.DataFrame, columns: list[str], *, group: str = "co
     y = 0 (for differences); ``references`` maps a column to a dashed horizontal level (e.g. a
     chance level); ``labels`` gives panel titles. ``pair_by`` (e.g. ``"seed"``): dots of the same
     value sit at the same offset in every group and are joined by a thin grey line (paired runs).
+    ``ylim``: one y range for every panel (panels of one kind of quantity, e.g. probe R^2 and
+    accuracies in [0, 1], compare like with like instead of each zooming on its own spread).
     """
     groups = list(dict.fromkeys(values[group]))
     n = len(columns)
@@ -965,6 +1018,8 @@ def plot_seed_dots(values: pd.DataFrame, columns: list[str], *, group: str = "co
         ax.set_xticks(range(len(groups)))
         ax.set_xticklabels([str(g).replace(" ", "\n", 1) for g in groups], fontsize=8)
         ax.set_title((labels or {}).get(column, column), fontsize=10)
+        if ylim is not None:
+            ax.set_ylim(*ylim)
         if k % ncols == 0 and ylabel:
             ax.set_ylabel(ylabel)
         ax.grid(axis="y", alpha=0.3)

@@ -200,3 +200,91 @@ def probe_codes(model, adata, *, seed: int = 0, max_cells: int = 20_000,
         context = pd.DataFrame(rows)
     return ProbeResult(r2=r2, context=context, cells=cells, fit_half=fit_half, S=S, P=P,
                        cell_line=cell_line, perturbed=perturbed)
+
+
+def findings(probe_r2: pd.DataFrame | None, context: pd.DataFrame | None) -> list[str]:
+    """Plain sentences printed from the probe tables of `probe_codes` (notebook 03).
+
+    Compares each code with the wanted factor and with the other factor, with the PCA reference
+    when present, and says whether the cell line is decodable from ``P`` (accuracy more than 0.1
+    above the chance level).
+    """
+    out = []
+    if probe_r2 is not None:
+        r = probe_r2.set_index(["embedding", "target"])["r2"]
+        ref = next((e for e in r.index.get_level_values(0) if e.startswith("PCA")), None)
+        s_b, s_e = r[(S_NAME, "true basal")], r[(S_NAME, "true effect")]
+        p_b, p_e = r[(P_NAME, "true basal")], r[(P_NAME, "true effect")]
+        text = f"S -> true basal R^2 = {s_b:.2f}, P -> true effect R^2 = {p_e:.2f} (the wanted directions)"
+        if ref is not None:
+            text += (f"; {ref} reaches {r[(ref, 'true basal')]:.2f} and {r[(ref, 'true effect')]:.2f}, so S "
+                     + ("beats" if s_b > r[(ref, "true basal")] else "does not beat")
+                     + " an unsupervised linear summary at the basal state and P "
+                     + ("beats" if p_e > r[(ref, "true effect")] else "does not beat") + " it at the effect")
+        out.append(text + ".")
+        if (S_NAME, "true basal within line") in r.index:
+            out.append(f"Within a line, the basal deviation: S {r[(S_NAME, 'true basal within line')]:.2f}, "
+                       f"P {r[(P_NAME, 'true basal within line')]:.2f}"
+                       + (f", {ref} {r[(ref, 'true basal within line')]:.2f}" if ref else "")
+                       + ": S " + ("holds more of it than P." if r[(S_NAME, "true basal within line")]
+                                   > r[(P_NAME, "true basal within line")] else "holds no more of it than P."))
+        out.append(f"Cross terms: S -> true effect R^2 = {s_e:.2f}, P -> true basal R^2 = {p_b:.2f}. "
+                   + ("P predicts the true basal state about as well as S or better: the linear probes "
+                      "show no disentanglement of P from the basal state." if p_b >= s_b - 0.05 else
+                      "P holds clearly less of the basal state than S."))
+        out.append("S -> true effect is " + ("well above 0: S still carries perturbation information."
+                                             if s_e > 0.1 else "close to 0: S is nearly free of the effect."))
+    if context is not None:
+        c = context.set_index("probe")
+        for name in c.index:
+            if name.startswith("P"):
+                acc, chance = c.loc[name, "accuracy"], c.loc[name, "chance"]
+                out.append(f"Cell line from P ({name.split(', ')[1]}): accuracy {acc:.2f} against chance "
+                           f"{chance:.2f}" + (": the cell line leaks through P." if acc > chance + 0.1
+                                              else ": little cell-line information in P."))
+    return out
+
+
+__all__ += ["findings"]
+
+
+# the paper's disentanglement claim, as comparisons of probes of the full model (per seed)
+DISENTANGLEMENT_CLAIMS = [
+    ("S holds the basal state better than P (the basal encoder keeps the context)",
+     "S -> true basal", "P -> true basal", "beats"),
+    ("P holds the perturbation effect better than S (the perturbation encoder keeps the drug)",
+     "P -> true effect", "S -> true effect", "beats"),
+    ("P is free of the cell line (what a cross-context prediction carries from the source line)",
+     "cell line from P (held-out perturbations)", "chance (held-out perturbations)", "tie"),
+]
+
+
+def probe_table(values: pd.DataFrame, columns: list[str], *, reference: str) -> tuple[pd.DataFrame, dict]:
+    """The probes of many models as a method table: one row per configuration (mean ± sd over
+    seeds), one column per probe. ``values``: one row per (configuration, seed) (`ProbeResult.summary`
+    plus ``configuration`` and ``seed``). The meta holds every row's per-seed values and
+    ``paired_reference`` (so each configuration is compared with ``reference`` seed by seed), and
+    a ``claim`` of the paper's disentanglement (`DISENTANGLEMENT_CLAIMS`, the reference's seeds) where
+    its columns were measured.
+    """
+    from .report import method_table
+
+    rows, per_seed = [], {}
+    for name, group in values.groupby("configuration", sort=False):
+        group = group.sort_values("seed")
+        rows.append((name, "model", [dict(r) for _, r in group[columns].iterrows()]))
+        per_seed[name] = {c: group[c].astype(float).tolist() for c in columns}
+    full = values[values["configuration"] == reference].sort_values("seed")
+    claims = [{"claim": text, "paper": "Eqs. 1-2 and Fig. 1 (not measured in the paper)", "a": a, "b": b,
+               "a_values": full[a].astype(float).tolist(), "b_values": full[b].astype(float).tolist(),
+               "holds_if": holds_if}
+              for text, a, b, holds_if in DISENTANGLEMENT_CLAIMS
+              if a in full and b in full and full[[a, b]].notna().all().all()]
+    meta = {"per_seed": per_seed, "paired_reference": reference, "metrics": list(columns),
+            "varies": "training seeds", "seeds": sorted(values["seed"].unique().tolist())}
+    if claims:
+        meta["claim"] = {"kind": "comparison", "rows": claims}
+    return method_table(rows, columns), meta
+
+
+__all__ += ["DISENTANGLEMENT_CLAIMS", "probe_table"]

@@ -1,4 +1,23 @@
-"""Training: ``fit(model, adata, config)`` with checkpoints, resume and a per-epoch history.
+"""Training: ``fit(model, adata, config)`` until convergence, with checkpoints, resume and a history.
+
+Training length is a budget of **optimizer steps**, not epochs. Every ``eval_every`` steps (within
+an epoch when epochs are long, across epochs when they are tiny) the model is scored on its
+validation signals. The first ``min_steps`` are a warm-up: validations are logged but no best is
+kept (a model still fitting its own training task is not one to select; early on, the transfer
+signal of a barely trained decoder, which predicts near-average profiles, can look good by
+accident). After it, training stops when no signal has improved by the relative margin
+``min_delta`` for ``patience`` steps, or at the cap ``max_steps``. The best weights of each signal
+are kept, and the checkpoint says why training stopped.
+
+The validation signals (*monitors*):
+
+* ``"valid"``: the weighted loss of Eq. 6 on pairs of held-back cells of the training
+  perturbations (``obs['split'] == 'valid'``). Its pairs share a cell line, like the training pairs.
+* ``"transfer"``: ``1 - pooled R^2`` on the DEGs of the cross-context prediction
+  ``D(E_s(x_ctrl,B) + E_p(x_A))`` of training perturbations whose cells in one line ``B`` never
+  train (``obs['split'] == 'transfer'``, see `xtcdr.pairing.assign_split`). It measures what the
+  cross-context tables measure, on perturbations that are not test perturbations.
+* ``"train"``: the training loss, only when the data has neither of the above.
 
 Design choices, each for speed or for exact repeatability:
 
@@ -6,18 +25,25 @@ Design choices, each for speed or for exact repeatability:
   the GPU when it fits). A batch is gathered with one indexing operation from integer pair
   indices: no per-item Python, no DataFrame rows, no copies of pairs.
 * Pairs are re-drawn every epoch with seed ``(config.seed, epoch)`` and batches shuffled with a
-  generator seeded the same way, so a run resumed from a checkpoint repeats the uninterrupted run
-  exactly on the CPU (the global torch RNG, used by dropout, is saved in the checkpoint).
+  generator seeded the same way; the checkpoint holds the epoch, the position in it and the global
+  torch RNG (dropout), so a run resumed from a checkpoint repeats the uninterrupted run exactly on
+  the CPU.
+* On the CPU a training uses ``TRAIN_THREADS`` threads (1 unless the environment variable
+  ``XTCDR_TRAIN_THREADS`` says otherwise): a float32 matmul's rounding depends on how it is split
+  over threads, so a fixed count gives the same weights whether a training ran alone, beside others
+  (`xtcdr.grid`) or on a cluster.
 * bf16 autocast on CUDA; float32 elsewhere.
-* Checkpoints are written to a temporary file and renamed (atomic), hold the configuration, the
-  history, the optimizer and scheduler state and the epoch, and are read back with
+* Checkpoints are written to a temporary file and renamed (atomic), and read back with
   ``torch.load(..., weights_only=True)`` (no arbitrary code from a file).
 """
 from __future__ import annotations
 
+import contextlib
+import copy
 import os
 import random
 import time
+import warnings
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -29,15 +55,19 @@ from tqdm.auto import tqdm
 
 from .config import LossWeights, ModelConfig, TrainConfig
 from .evaluate import dense_float32
-from .losses import COMBO, TERMS, loss_terms
+from .losses import COMBO, TERMS, VARIANT_TERMS, loss_terms
 from .model import XTransferCDR
-from .pairing import combination_triples, training_pairs
+from .pairing import combination_triples, cross_line_pairs, training_pairs
 
 __all__ = ["fit", "set_seed", "resolve_device", "save_checkpoint", "load_checkpoint",
-           "CheckpointError", "CHECKPOINT_NAME"]
+           "CheckpointError", "CHECKPOINT_NAME", "MONITORS", "TRAIN_THREADS", "training_summary",
+           "monitors_of"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
-_FORMAT = "xtcdr-checkpoint-1"
+_FORMAT = "xtcdr-checkpoint-2"
+MONITORS = ("valid", "transfer", "train")
+TRAIN_THREADS = int(os.environ.get("XTCDR_TRAIN_THREADS") or 1)
+_MONITOR_COLUMN = {"valid": "valid_total", "transfer": "transfer_loss", "train": "train_total"}
 
 
 class CheckpointError(RuntimeError):
@@ -62,6 +92,20 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device("cpu")
 
 
+@contextlib.contextmanager
+def _threads(device: torch.device):
+    """``TRAIN_THREADS`` torch threads on the CPU for the duration of a training."""
+    if device.type != "cpu":
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(TRAIN_THREADS)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _expression_tensor(adata: ad.AnnData, device: torch.device) -> torch.Tensor:
     X = torch.from_numpy(dense_float32(adata.X))  # shares memory with adata.X when float32 dense
     if device.type == "cuda":
@@ -70,6 +114,13 @@ def _expression_tensor(adata: ad.AnnData, device: torch.device) -> torch.Tensor:
             return X.to(device)
         return X.pin_memory()
     return X.to(device)
+
+
+def monitors_of(adata: ad.AnnData) -> list[str]:
+    """The validation signals ``fit`` can compute on ``adata`` (see the module docstring)."""
+    split = set(adata.obs["split"].astype(str))
+    found = [m for m in ("valid", "transfer") if m in split]
+    return found or ["train"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -88,12 +139,16 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
             tmp.unlink()
 
 
-def load_checkpoint(path: str | Path, *, genes=None, map_location="cpu"):
+def load_checkpoint(path: str | Path, *, genes=None, map_location="cpu", select: str | None = "valid"):
     """Read a checkpoint and rebuild its model.
 
-    Returns ``(model, state)``. Raises ``CheckpointError`` with the fix when the file is corrupt
-    or not an xtcdr checkpoint, or when ``genes`` (the data's var names) differ from those the
-    model was trained on.
+    ``select`` names the weights to load: the best weights of a monitor (``"valid"``,
+    ``"transfer"``, ``"train"``; a monitor the checkpoint lacks falls back to ``"valid"``, then to
+    the last weights) or ``None`` for the weights of the last step. Returns ``(model, state)``;
+    ``state['selected']`` says which weights were loaded.
+
+    Raises ``CheckpointError`` with the fix when the file is corrupt or not an xtcdr checkpoint,
+    or when ``genes`` (the data's var names) differ from those the model was trained on.
     """
     path = Path(path)
     if not path.exists():
@@ -105,8 +160,10 @@ def load_checkpoint(path: str | Path, *, genes=None, map_location="cpu"):
                               "the file is corrupt or not an xtcdr checkpoint: delete it and "
                               "train again.") from exc
     if not isinstance(state, dict) or state.get("format") != _FORMAT:
-        raise CheckpointError(f"{path} is not an xtcdr checkpoint (format {_FORMAT!r}); delete it "
-                              "and train again.")
+        old = isinstance(state, dict) and str(state.get("format", "")).startswith("xtcdr-checkpoint")
+        raise CheckpointError(f"{path} is not an xtcdr checkpoint of this version (format {_FORMAT!r}"
+                              + (f", found the older {state.get('format')!r}" if old else "")
+                              + "); delete it and train again.")
     if genes is not None:
         genes = [str(g) for g in genes]
         if list(state["genes"]) != genes:
@@ -117,8 +174,40 @@ def load_checkpoint(path: str | Path, *, genes=None, map_location="cpu"):
                 "matching data, or train a new model (delete the checkpoint or pick another folder).")
     mcfg = ModelConfig(**state["model_config"])
     model = XTransferCDR(int(state["n_genes"]), mcfg)
-    model.load_state_dict(state["model_state"])
+    selected = _selectable(state, select)
+    model.load_state_dict(state["best"][selected]["state"] if selected else state["model_state"])
+    state["selected"] = selected
     return model, state
+
+
+def _selectable(state: dict, select: str | None) -> str | None:
+    """The monitor whose best weights ``select`` gets from ``state`` (None: the last weights)."""
+    if select is None:
+        return None
+    if select not in MONITORS:
+        raise ValueError(f"select must be one of {list(MONITORS)} or None, got {select!r}")
+    best = state.get("best") or {}
+    for name in (select, "valid", "train"):
+        if name in best:
+            return name
+    return None
+
+
+def training_summary(state: dict) -> dict:
+    """How a training went, from a checkpoint's state: steps, why it stopped, and per monitor the
+    best step, the best value and whether it converged (its best lies at least ``patience`` steps
+    before the end, or training stopped by convergence)."""
+    config = state["train_config"]
+    step = int(state["step"])
+    monitors = {}
+    for name, best in (state.get("best") or {}).items():
+        converged = state.get("stop_reason") == "converged" or step - int(best["step"]) >= int(config["patience"])
+        monitors[name] = {"best_step": int(best["step"]), "best_value": float(best["value"]),
+                          "converged": bool(converged)}
+    return {"steps": step, "epochs": float(state.get("epoch_float", state.get("epoch", 0))),
+            "stop_reason": state.get("stop_reason"), "max_steps": int(config["max_steps"]),
+            "patience": int(config["patience"]), "monitors": monitors,
+            "selected": state.get("selected")}
 
 
 def _train_config_from_dict(d: dict) -> TrainConfig:
@@ -128,7 +217,7 @@ def _train_config_from_dict(d: dict) -> TrainConfig:
 
 
 # --------------------------------------------------------------------------------------------
-# fit
+# batches and validation
 # --------------------------------------------------------------------------------------------
 def _pair_tensors(pairs, device):
     return [torch.from_numpy(v).to(device) for v in pairs]
@@ -154,36 +243,68 @@ def _combo_batches(X, combos, n_batches, shuffle, generator, device):
             for c in torch.tensor_split(order, n_batches)]
 
 
-def _run_epoch(model, X, idx, config, device, *, optimizer=None, generator=None, combos=None):
-    """One pass over pairs ``idx``; returns the mean of each term. Trains when given an optimizer.
+def _context_codes(adata, device) -> torch.Tensor:
+    """The cell-type code of every row (the adversary's labels)."""
+    codes = adata.obs["cell_type"].astype("category").cat.codes.to_numpy(np.int64)
+    return torch.from_numpy(codes).to(device)
 
-    ``combos``: triples for the released code's fifth loss (`_combo_batches`), or None.
-    """
+
+def _cross_line(adata, split, config, device, seed):
+    """Index tensors of the ``cross_line`` variant's pairs in ``split``; None when off or none."""
+    if not config.weights.cross_line:
+        return None
+    a, b = cross_line_pairs(adata, split=split, seed=seed)
+    return _pair_tensors((a, b), device) if a.size >= 2 else None
+
+
+def _batch_terms(model, X, idx, chunk, config, device, combo, contexts=None, cross_line=None,
+                 weights=None):
+    """The loss terms of one batch of pairs (rows ``chunk`` of the pair indices ``idx``)."""
     a, b, ca, cb = idx
-    n = a.shape[0]
-    train = optimizer is not None
-    order = torch.randperm(n, generator=generator).to(device) if train else torch.arange(n, device=device)
+    xa, xb, xca, xcb = X[a[chunk]], X[b[chunk]], X[ca[chunk]], X[cb[chunk]]
+    if xa.device != device:
+        xa, xb, xca, xcb = (t.to(device, non_blocking=True) for t in (xa, xb, xca, xcb))
+    ctx = contexts[a[chunk]] if contexts is not None else None
+    with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        return loss_terms(model, xa, xb, xca, xcb, weights or config.weights, combo=combo,
+                          contexts=ctx, cross_line=cross_line)
+
+
+def _epoch_batches(adata, X, config, device, epoch):
+    """The pairs of one epoch and their batches: ``(pair index tensors, [(rows, combo, cross_line), ...])``."""
+    seed = config.seed * 100_003 + epoch
+    pairs = training_pairs(adata, split="train", seed=seed)
+    gen = torch.Generator().manual_seed(seed)
+    idx = _pair_tensors(pairs, device)
+    order = torch.randperm(len(pairs), generator=gen).to(device)
+    n_batches = max(1, len(pairs) // config.batch_size)
+    combos = _combo_batches(X, _combos(adata, "train", config, device, seed), n_batches, True, gen, device)
+    lines = _combo_batches(X, _cross_line(adata, "train", config, device, seed), n_batches, True, gen, device)
+    return idx, list(zip(torch.tensor_split(order, n_batches), combos, lines))
+
+
+@torch.no_grad()
+def _valid_means(model, X, idx, config, device, combos=None) -> dict:
+    """Mean of each loss term over the validation pairs ``idx`` (eval mode).
+
+    The total is the paper's objective (its five weighted terms, and the fifth loss of the released
+    code when on) without notebook 08's variant terms, so that the monitor means the same for every
+    variant.
+    """
+    weights = replace(config.weights, **{t: 0.0 for t in VARIANT_TERMS})
+    n = idx[0].shape[0]
     n_batches = max(1, n // config.batch_size)
     sums = torch.zeros(len(TERMS) + 1, device=device)
-    amp = device.type == "cuda"
-    combo_batches = _combo_batches(X, combos, n_batches, train, generator, device)
+    combo_batches = _combo_batches(X, combos, n_batches, False, None, device)
     combo_sum, combo_rows = torch.zeros((), device=device), 0
+    order = torch.arange(n, device=device)
     for chunk, combo in zip(torch.tensor_split(order, n_batches), combo_batches):
-        xa, xb, xca, xcb = X[a[chunk]], X[b[chunk]], X[ca[chunk]], X[cb[chunk]]
-        if xa.device != device:
-            xa, xb, xca, xcb = (t.to(device, non_blocking=True) for t in (xa, xb, xca, xcb))
-        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
-            terms = loss_terms(model, xa, xb, xca, xcb, config.weights, combo=combo)
-        if train:
-            optimizer.zero_grad(set_to_none=True)
-            terms["total"].backward()
-            optimizer.step()
+        terms = _batch_terms(model, X, idx, chunk, config, device, combo, weights=weights)
         sums += torch.stack([terms[k].detach().float() for k in (*TERMS, "total")]) * chunk.numel()
         if combo is not None:
             combo_sum += terms[COMBO].detach().float() * combo[0].shape[0]
             combo_rows += combo[0].shape[0]
-    means = (sums / n).tolist()
-    out = dict(zip((*TERMS, "total"), means))
+    out = dict(zip((*TERMS, "total"), (sums / n).tolist()))
     if combos is not None:  # the fifth term's mean over its triples
         out[COMBO] = (combo_sum / combo_rows).item() if combo_rows else float("nan")
     return out
@@ -210,16 +331,65 @@ def _valid_r2_deg(model, X, idx, adata, device) -> float:
         deg_idx = [genes[g] for g in degs.get(c, []) if g in genes]
         if len(deg_idx) < 2:
             continue
-        # observed rows of this condition only (a copy of every validation row is not needed)
         obs = X[a[torch.from_numpy(np.flatnonzero(rows)).to(a.device)]].float().cpu().numpy()
         scores.append(r2(obs[:, deg_idx].mean(0), pred[rows][:, deg_idx].mean(0)))
     return float(np.mean(scores)) if scores else float("nan")
 
 
+def _transfer_tasks(adata) -> list:
+    """Cross-context tasks of the ``transfer`` split (training perturbations held back in a line)."""
+    from .evaluate import transfer_tasks
+
+    if "transfer" not in set(adata.obs["split"].astype(str)):
+        return []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return transfer_tasks(adata, split="transfer", protocol="cross")
+
+
+def _transfer_scores(model, X_np, adata, tasks) -> dict:
+    """Scores of the cross-context predictions of ``tasks``, predicted as
+    `xtcdr.evaluate.evaluate_transfer` predicts:
+
+    ``transfer_loss`` = sum over conditions of the squared error of the predicted mean profile on
+    the condition's DEGs / sum of their squares around the observed mean (1 - pooled R^2 on the
+    DEGs: conditions that move expression more weigh more, and one weak condition's unstable R^2
+    cannot dominate); ``transfer_r2_deg`` / ``transfer_r2_all``: the mean R^2 over conditions on
+    the DEGs / all genes, as the tables report them.
+    """
+    from .evaluate import ModelPredictor, _deg_positions, r2
+
+    predictor = ModelPredictor(model)
+    deg, full, sse, sst = [], [], 0.0, 0.0
+    for task in tasks:
+        predicted = np.mean([predictor.predict(X_np, task, s) for s in task.sources], axis=0)
+        observed = X_np[task.target_idx].mean(0, dtype=np.float64)
+        degs = _deg_positions(adata, task.condition)
+        full.append(r2(observed, predicted))
+        if degs.size >= 2:
+            deg.append(r2(observed[degs], predicted[degs]))
+            sse += float(np.sum((observed[degs] - predicted[degs]) ** 2))
+            sst += float(np.sum((observed[degs] - observed[degs].mean()) ** 2))
+    return {"transfer_loss": sse / sst if sst > 0 else float("nan"),
+            "transfer_r2_deg": float(np.mean(deg)) if deg else float("nan"),
+            "transfer_r2_all": float(np.mean(full)) if full else float("nan")}
+
+
+def _improved(value: float, best: float | None, min_delta: float) -> bool:
+    """Lower is better; an improvement must beat the best by ``min_delta`` of its size."""
+    if not np.isfinite(value):
+        return False
+    return best is None or value < best - min_delta * abs(best)
+
+
+# --------------------------------------------------------------------------------------------
+# fit
+# --------------------------------------------------------------------------------------------
 def fit(model: XTransferCDR, adata: ad.AnnData, config: TrainConfig | None = None, *,
         device: str | torch.device = "auto", checkpoint_dir: str | Path | None = None,
-        resume: bool = False, progress: bool = True) -> pd.DataFrame:
-    """Train ``model`` on the training pairs of ``adata`` and return the per-epoch history.
+        resume: bool = False, progress: bool = True, select: str = "valid",
+        track: dict | None = None) -> pd.DataFrame:
+    """Train ``model`` on the training pairs of ``adata`` until convergence; return the history.
 
     Parameters
     ----------
@@ -228,17 +398,30 @@ def fit(model: XTransferCDR, adata: ad.AnnData, config: TrainConfig | None = Non
     adata
         Preprocessed data with ``obs['split']`` (see ``xtcdr.pairing.assign_split``).
     config
-        ``TrainConfig`` (epochs, batch size, Adam lr / weight decay, schedule, seed, loss weights).
+        ``TrainConfig``: the step budget (``max_steps``, ``min_steps``), validation every
+        ``eval_every`` steps, early stopping (``patience`` steps without a relative improvement of
+        ``min_delta``), an optional cap in ``epochs``, batch size, Adam lr / weight decay,
+        schedule, seed and loss weights.
     checkpoint_dir
-        When given, ``checkpoint.pt`` there is rewritten (atomically) after every epoch.
+        When given, ``checkpoint.pt`` there is rewritten (atomically) at every validation.
     resume
         Continue from ``checkpoint_dir/checkpoint.pt`` when it exists (same data and settings;
-        ``epochs`` may be larger than in the interrupted run).
+        ``max_steps`` and ``epochs`` may differ from the interrupted run's).
+    select
+        Whose best weights the model holds at the end: ``"valid"`` or ``"transfer"`` (falls back
+        to ``"valid"`` when the data has no transfer split).
+    track
+        Optional ``{name: function(model) -> float}`` evaluated at every validation and logged as
+        ``track_<name>`` (e.g. a test score, to *show* a learning curve in a notebook). Never read
+        by early stopping or by the selection of the best weights.
 
     Returns
     -------
-    DataFrame, one row per epoch: ``train_<term>`` and ``valid_<term>`` for every loss term and
-    the total, ``valid_r2_deg``, ``lr`` and ``seconds``.
+    DataFrame, one row per validation: ``step``, ``epoch`` (fractional), ``train_<term>`` (mean
+    since the previous row) and ``valid_<term>`` for every loss term and the total,
+    ``valid_r2_deg``, ``transfer_loss`` / ``transfer_r2_deg`` / ``transfer_r2_all`` when the data
+    has a transfer split, ``lr`` and ``seconds``. ``history.attrs['training']`` is the
+    `training_summary` (steps, stop reason, best step of each monitor).
     """
     config = config or TrainConfig()
     if model.n_genes != adata.n_vars:
@@ -249,19 +432,28 @@ def fit(model: XTransferCDR, adata: ad.AnnData, config: TrainConfig | None = Non
                          "doubles in the training split, but every double is held out (the "
                          "paper's split). Prepare the data with DataConfig(test_rule='doubles', "
                          "n_test=k) to hold out only k doubles, or set combo=0.")
-    set_seed(config.seed)
     dev = resolve_device(device)
+    with _threads(dev):
+        return _fit(model, adata, config, dev, checkpoint_dir, resume, progress, select, track or {})
+
+
+def _fit(model, adata, config, dev, checkpoint_dir, resume, progress, select, track):
+    set_seed(config.seed)
     model.to(dev)
     X = _expression_tensor(adata, dev)
+    X_np = dense_float32(adata.X)
     genes = [str(g) for g in adata.var_names]
-    has_valid = (adata.obs["split"].astype(str) == "valid").any()
+    monitors = monitors_of(adata)
     valid_idx = None
-    if has_valid:
+    if "valid" in monitors:
         try:
             valid_idx = _pair_tensors(training_pairs(adata, split="valid", seed=config.seed), dev)
         except ValueError:
-            valid_idx = None  # too few validation cells to pair: history has no valid_ columns
-    valid_combos = _combos(adata, "valid", config, dev, config.seed)
+            monitors = [m for m in monitors if m != "valid"] or ["train"]
+    valid_combos = _combos(adata, "valid", config, dev, config.seed) if valid_idx is not None else None
+    transfer = _transfer_tasks(adata) if "transfer" in monitors else []
+    if "transfer" in monitors and not transfer:
+        monitors = [m for m in monitors if m != "transfer"] or ["train"]
     # fused: one pass over each parameter per step instead of about ten (same update rule)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
                                  fused=dev.type in ("cpu", "cuda"))
@@ -270,14 +462,15 @@ def fit(model: XTransferCDR, adata: ad.AnnData, config: TrainConfig | None = Non
 
     ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir else None
     history: list[dict] = []
-    start = 0
+    best: dict[str, dict] = {}
+    step, epoch, batch = 0, 0, 0
     if resume and ckpt_path is not None and ckpt_path.exists():
-        _, state = load_checkpoint(ckpt_path, genes=genes)
+        _, state = load_checkpoint(ckpt_path, genes=genes, select=None)
         saved = _train_config_from_dict(state["train_config"])
-        if replace(saved, epochs=config.epochs) != config:
+        if replace(saved, max_steps=config.max_steps, epochs=config.epochs) != config:
             raise CheckpointError(f"checkpoint {ckpt_path} was trained with other settings "
-                                  f"({saved}); resume needs the same TrainConfig (only epochs may "
-                                  "change). Use another checkpoint_dir or resume=False.")
+                                  f"({saved}); resume needs the same TrainConfig (only max_steps "
+                                  "and epochs may change). Use another checkpoint_dir or resume=False.")
         if ModelConfig(**state["model_config"]) != model.config:
             raise CheckpointError(f"checkpoint {ckpt_path} holds another architecture "
                                   f"({state['model_config']}); build the model with that config.")
@@ -286,53 +479,140 @@ def fit(model: XTransferCDR, adata: ad.AnnData, config: TrainConfig | None = Non
         if scheduler is not None and state.get("scheduler_state") is not None:
             scheduler.load_state_dict(state["scheduler_state"])
         torch.set_rng_state(state["torch_rng_state"])
-        history = list(state["history"])
-        start = int(state["epoch"])
+        history, best = list(state["history"]), dict(state["best"])
+        step, epoch, batch = int(state["step"]), int(state["epoch"]), int(state["batch"])
+        if state.get("stop_reason") == "converged":  # nothing left to learn
+            return _finish(model, state, select, history)
 
-    bar = tqdm(range(start, config.epochs), desc="epochs", disable=not progress,
-               initial=start, total=config.epochs)
-    for epoch in bar:
-        t0 = time.perf_counter()
-        pairs = training_pairs(adata, split="train", seed=config.seed * 100_003 + epoch)
-        gen = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+    bar = tqdm(total=config.max_steps, initial=step, desc="steps", disable=not progress,
+               unit="step", mininterval=0.5)
+    contexts = _context_codes(adata, dev) if config.weights.adversary else None
+    sums: dict[str, torch.Tensor] = {}
+    rows, t0 = 0, time.perf_counter()
+    stop_reason = None
+    epoch_batches = None
+    while stop_reason is None:
+        if config.epochs is not None and epoch >= config.epochs:
+            stop_reason = "epochs"
+            break
+        if step >= config.max_steps:
+            stop_reason = "max_steps"
+            break
+        if epoch_batches is None:
+            idx, epoch_batches = _epoch_batches(adata, X, config, dev, epoch)
+        chunk, combo, lines = epoch_batches[batch]
         model.train()
-        row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "n_pairs": len(pairs)}
-        train_means = _run_epoch(model, X, _pair_tensors(pairs, dev), config, dev,
-                                 optimizer=optimizer, generator=gen,
-                                 combos=_combos(adata, "train", config, dev, config.seed * 100_003 + epoch))
-        row.update({f"train_{k}": v for k, v in train_means.items()})
-        if scheduler is not None:
-            scheduler.step()
+        terms = _batch_terms(model, X, idx, chunk, config, dev, combo, contexts, lines)
+        optimizer.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        optimizer.step()
+        for k, v in terms.items():
+            sums[k] = sums.get(k, 0.0) + v.detach().float() * chunk.numel()
+        rows += chunk.numel()
+        step += 1
+        batch += 1
+        n_batches = len(epoch_batches)
+        if batch == n_batches:
+            epoch, batch, epoch_batches = epoch + 1, 0, None
+            if scheduler is not None:
+                scheduler.step()
+        bar.update(1)
+        cap = step >= config.max_steps or (config.epochs is not None and epoch >= config.epochs)
+        if step % config.eval_every and not cap:
+            continue
+        # ---- validation, early stopping, checkpoint
+        row = {"step": step, "epoch": epoch + batch / n_batches,
+               "lr": optimizer.param_groups[0]["lr"]}
+        row.update({f"train_{k}": float(v) / max(rows, 1) for k, v in sums.items()})
+        model.eval()
         if valid_idx is not None:
-            model.eval()
-            with torch.no_grad():
-                valid_means = _run_epoch(model, X, valid_idx, config, dev, combos=valid_combos)
-            row.update({f"valid_{k}": v for k, v in valid_means.items()})
+            row.update({f"valid_{k}": v for k, v in
+                        _valid_means(model, X, valid_idx, config, dev, valid_combos).items()})
             row["valid_r2_deg"] = _valid_r2_deg(model, X, valid_idx, adata, dev)
+        if transfer:
+            row.update(_transfer_scores(model, X_np, adata, transfer))
+        for name, function in track.items():  # logged only: never used to stop or select
+            row[f"track_{name}"] = float(function(model))
+            model.eval()
         row["seconds"] = time.perf_counter() - t0
         history.append(row)
-        bar.set_postfix(total=f"{row['train_total']:.4f}", cross=f"{row['train_cross']:.4f}",
-                        val_r2_deg=f"{row.get('valid_r2_deg', float('nan')):.3f}")
+        for name in monitors:
+            value = float(row[_MONITOR_COLUMN[name]])
+            if step < config.min_steps:  # warm-up: a model still fitting its task is not selected
+                continue
+            if _improved(value, best.get(name, {}).get("value"), config.min_delta):
+                best[name] = {"step": step, "value": value,
+                              "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+        stalled = all(name in best and step - best[name]["step"] >= config.patience for name in monitors)
+        if step >= config.min_steps and stalled:
+            stop_reason = "converged"
+        elif cap:
+            stop_reason = "max_steps" if step >= config.max_steps else "epochs"
+        bar.set_postfix({name: f"{row[_MONITOR_COLUMN[name]]:.4f}" for name in monitors}, refresh=False)
         if ckpt_path is not None:
-            save_checkpoint(ckpt_path, _state(model, optimizer, scheduler, config, history, genes))
+            save_checkpoint(ckpt_path, _state(model, optimizer, scheduler, config, history, genes, best,
+                                              step, epoch, batch, n_batches, stop_reason))
+        sums.clear()
+        rows, t0 = 0, time.perf_counter()
+    bar.set_description(f"steps ({stop_reason})")
+    bar.close()
+    state = _state(model, optimizer, scheduler, config, history, genes, best, step, epoch, batch,
+                   max(1, len(epoch_batches) if epoch_batches else 1), stop_reason)
+    if ckpt_path is not None:
+        save_checkpoint(ckpt_path, state)
+    return _finish(model, state, select, history)
+
+
+def _finish(model, state, select, history):
+    """Load the selected best weights into ``model`` (eval mode) and return the history."""
+    selected = _selectable(state, select)
+    if selected is not None:
+        model.load_state_dict(state["best"][selected]["state"])
+    state["selected"] = selected
     model.eval()
-    return pd.DataFrame(history)
+    out = pd.DataFrame(history)
+    out.attrs["training"] = training_summary(state)
+    return out
 
 
-def _state(model, optimizer, scheduler, config, history, genes) -> dict:
+def _state(model, optimizer, scheduler, config, history, genes, best, step, epoch, batch,
+           n_batches, stop_reason) -> dict:
     from . import __version__
 
     return {
         "format": _FORMAT,
         "xtcdr_version": __version__,
-        "model_state": model.state_dict(),
-        "optimizer_state": optimizer.state_dict(),
+        "model_state": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        "optimizer_state": copy.deepcopy(optimizer.state_dict()),
         "scheduler_state": scheduler.state_dict() if scheduler is not None else None,
-        "epoch": len(history),
-        "history": history,
+        "step": step, "epoch": epoch, "batch": batch, "epoch_float": epoch + batch / n_batches,
+        "stop_reason": stop_reason,
+        "best": best,
+        "history": list(history),
         "model_config": asdict(model.config),
         "train_config": asdict(config),
         "n_genes": model.n_genes,
         "genes": list(genes),
         "torch_rng_state": torch.get_rng_state(),
     }
+
+
+_REASONS = {"converged": "converged (no validation signal improved by the margin for the patience window)",
+            "max_steps": "hit its step cap", "epochs": "hit its epoch cap"}
+_MONITOR_NAMES = {"valid": "within-line validation loss", "transfer": "transfer validation",
+                  "train": "training loss"}
+
+
+def describe(summary: dict) -> str:
+    """One sentence from a `training_summary`: steps, why training stopped, each monitor's best step."""
+    parts = [f"{summary['steps']:,} optimizer steps ({summary.get('epochs', 0):.0f} epochs), stopped: "
+             f"{_REASONS.get(summary.get('stop_reason'), summary.get('stop_reason'))}"]
+    for name, m in summary.get("monitors", {}).items():
+        parts.append(f"best {_MONITOR_NAMES.get(name, name)} at step {m['best_step']:,}"
+                     + ("" if m["converged"] else " (still improving)"))
+    if summary.get("selected"):
+        parts.append(f"weights held: best {_MONITOR_NAMES.get(summary['selected'], summary['selected'])}")
+    return "; ".join(parts) + "."
+
+
+__all__ += ["describe"]

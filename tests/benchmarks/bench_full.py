@@ -374,7 +374,7 @@ def stats_path(path: Path) -> Path:
 # ---------------------------------------------------------------------------------------------
 
 def one_epoch_config():
-    """The paper profile's TrainConfig limited to one epoch (the only training-length setting)."""
+    """The paper profile's TrainConfig capped at one epoch (``epochs=1``; its step cap is larger)."""
     from dataclasses import replace
 
     from xtcdr.config import get_profile
