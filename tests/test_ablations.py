@@ -170,13 +170,21 @@ def test_paired_table_matches_seeds_and_prints_sentences():
                                  ("without L_sim", "r2"), ("without L_sim", "pcc")]
     assert table.loc[("without L_cross", "r2"), "mean"] == pytest.approx(np.mean([0.60 - 0.8, 0.62 - 0.82, 0.61 - 0.81]))
     assert table.loc[("without L_cross", "r2"), "excludes_zero"] == 1.0
-    sentences = ablations.removal_sentences(table, protocol="cross")
-    assert len(sentences) == 2
-    assert sentences[0].startswith("without L_cross (cross)") and "lowers r2 -0.200" in sentences[0]
-    assert "pcc" in sentences[0] and "contain zero" in sentences[0]
-    assert "no metric changes by more than the seed-level uncertainty" in sentences[1]
-    one_seed = ablations.paired_table(values[values["seed"] == 0], ["r2"])
-    assert "no interval can be computed" in ablations.removal_sentences(one_seed)[0]
+    # the same comparisons through the verdict function, paired by seed, as the report words them
+    from xtcdr import report
+
+    wide = values.groupby("configuration", sort=False)
+    per_seed = {name: {m: g.sort_values("seed")[m].tolist() for m in ("r2", "pcc")} for name, g in wide}
+    summary = report.method_table([(n, "model", [dict(zip(("r2", "pcc"), v)) for v in zip(s["r2"], s["pcc"])])
+                                   for n, s in per_seed.items()], ["r2", "pcc"])
+    meta = {"per_seed": per_seed, "paired_reference": "all terms", "varies": "training seeds"}
+    lines = ablations.removal_lines(report.table_verdicts(summary, meta, ["r2", "pcc"]), "all terms")
+    assert len(lines) == 2
+    assert lines[0].startswith("without L_cross (3 paired seeds): removing the term lowers r2 -0.200 [")
+    assert "the intervals of pcc contain zero" in lines[0]
+    assert lines[1] == "without L_sim (3 paired seeds): removing the term moves no metric beyond the seed spread."
+    low, high = table.loc[("without L_cross", "r2"), ["ci_low", "ci_high"]]
+    assert f"[{low:+.3f}, {high:+.3f}]" in lines[0]          # the same t interval both ways
 
 
 # ---------------------------------------------------------------------------------------------
@@ -240,19 +248,23 @@ def test_checkpoint_dir_names_the_folder_train_or_load_uses(tmp_path, small_twin
     assert pipeline.checkpoint_dir(adata, profile=TINY, seed=2, data_dir=tmp_path) != expected
 
 
-def test_write_replication_lists_the_findings_of_a_table(tmp_path):
+def test_write_replication_pairs_each_removal_with_the_full_model(tmp_path):
     from xtcdr import report
 
-    table = report.method_table([("ours, all terms", "model", [{"r2": 0.8}, {"r2": 0.82}]),
-                                 ("ours, without L_cross", "model", [{"r2": 0.6}, {"r2": 0.64}])],
-                                ["r2"])
+    runs = {"ours, all terms": [0.80, 0.82, 0.81], "ours, without L_cross": [0.60, 0.64, 0.62]}
+    table = report.method_table([(n, "model", [{"r2": v} for v in values]) for n, values in runs.items()]
+                                + [("control", "baseline", {"r2": 0.5})], ["r2"])
     report.save_table(table, "table5_toy", out_dir=tmp_path,
-                      meta={"paper_table": "Table 5", "title": "ablations", "metrics": ["r2"],
+                      meta={"paper_table": "Table 5", "part": "paper", "title": "ablations", "metrics": ["r2"],
+                            "per_seed": {n: {"r2": v} for n, v in runs.items()},
+                            "paired_reference": "ours, all terms", "seeds": [0, 1, 2],
                             "findings": ["without L_cross lowers r2 by 0.19."]})
     text = report.write_replication(tmp_path).read_text()
-    assert "## Table 5: ablations" in text
+    assert "### ablations" in text
     assert "- without L_cross lowers r2 by 0.19." in text
-    assert "| ours, without L_cross | model | 0.620 ± 0.028 |" in text
+    assert "| ours, without L_cross | model | 0.620 ± 0.020 |" in text
+    assert "| ours, without L_cross | ours, all terms | **loses** -0.190 [" in text   # paired by seed
+    assert "| ours, all terms | control | **beats** +0.310 [" in text
 
 
 def test_plot_seed_dots_draws_one_panel_per_column():

@@ -123,17 +123,17 @@ def test_write_replication_markdown(tmp_path):
     assert text.index("## Scoreboard") < text.index("## The paper's tables")
     assert "| held-out drugs transfer | R2 DEGs .62 vs .29 | 0.720 ± 0.010 | source shift 0.850 |" in text
     assert "Paper rows are on sci-Plex3." in text
-    assert "| paper: XTransferCDR | paper | 0.810 | 0.620 |" in text
+    assert "| paper: XTransferCDR |" not in text        # the paper's rows: one line above our table
     assert "| ours | model | 0.910 ± 0.010 | 0.720 ± 0.010 |" in text
     # verdicts with intervals: differences 0.11 +- 0.01 against control, -0.04 vs the source shift
-    assert "| control | **beats** +0.110 [+0.085, +0.135] | **beats** +0.320 [" in text
-    assert "| source shift | **loses** -0.040 [-0.065, -0.015] |" in text
+    assert "| control | baseline | 0.800 | 0.400 | **beats** +0.110 [+0.085, +0.135] | **beats** +0.320 [" in text
+    assert "| source shift | baseline | 0.950 | 0.850 | **loses** -0.040 [-0.065, -0.015] |" in text
     assert "1,350 optimizer steps (median; range 1,200-1,500)" in text and "3 of 3 seeds" in text
     assert "below the" not in text                      # no per-row oracle sentence
     assert "no method reaches the oracle row" in text
     assert ("Regime (r2_all): our control baseline scores 0.800 against the paper's Baseline 0.500; "
             "what control leaves unexplained (1 - R^2) is 0.40 times the paper's") in text
-    assert "Where our protocol differs from the paper" in text and "Welch t-score" in text
+    assert "Where the protocol differs from the paper" in text and "Welch t-score" in text
     assert text.count("torch ") == 1                    # provenance once, not per table
     assert "scratch" not in text                        # a table without a part stays out
 

@@ -32,6 +32,7 @@ PLANS: dict[str, list[tuple[str, dict]]] = {
         ("05_genetic_perturbation", {"dataset": "synthetic_genes"}),
         ("06_combinatorial", {"dataset": "synthetic_combo"}),
         ("07_ablations", {"dataset": "synthetic_drugs"}),
+        ("08_transfer_across_contexts", {}),
     ],
     "paper": [
         ("01_data_and_pairing", {"dataset": "sciplex3"}),
@@ -54,8 +55,9 @@ DATASET_NOTEBOOKS = ("01_data_and_pairing", "03_training", "04_sciplex_evaluatio
 
 
 def plan(profile: str, dataset: str | None = None, only: list[str] | None = None,
-         seeds: int | None = None, notebook_dir: Path = NOTEBOOK_DIR) -> list[tuple[str, dict, str]]:
+         seeds: int | None = None, notebook_dir: Path | None = None) -> list[tuple[str, dict, str]]:
     """The runs: (notebook stem, parameters, output name) for notebooks that exist."""
+    notebook_dir = Path(notebook_dir or NOTEBOOK_DIR)
     runs, seen = [], set()
     for stem, params in PLANS[profile]:
         if not (notebook_dir / f"{stem}.ipynb").exists():
@@ -91,6 +93,11 @@ def replicate(profile: str = "quick", dataset: str | None = None, out: str = "re
         print(f"unknown dataset {dataset!r}; valid: {names()}", file=sys.stderr)
         return 2
     out_dir = Path(out).resolve()
+    if only is None:  # a full run replaces the whole report: no table of an earlier run survives
+        import shutil
+
+        for sub in ("tables", "figures", "notebooks"):
+            shutil.rmtree(out_dir / sub, ignore_errors=True)
     (out_dir / "notebooks").mkdir(parents=True, exist_ok=True)
     runs = plan(profile, dataset, only, seeds)
     if not runs:
@@ -100,27 +107,30 @@ def replicate(profile: str = "quick", dataset: str | None = None, out: str = "re
         code = train_grid(profile, dataset, only, seeds, workers=workers)
         if code:
             return code
+    jobs = []
     for stem, params, name in runs:
         declared = pm.inspect_notebook(str(NOTEBOOK_DIR / f"{stem}.ipynb"))
         params = {k: v for k, v in params.items() if k in declared}
         if "out_dir" in declared:  # relative to the notebooks' folder (their working directory)
             params["out_dir"] = os.path.relpath(out_dir, NOTEBOOK_DIR)
-        target = out_dir / "notebooks" / f"{name}.ipynb"
-        print(f"[replicate] {name}  {params}", flush=True)
-        t0 = time.perf_counter()
-        try:
-            pm.execute_notebook(os.path.relpath(NOTEBOOK_DIR / f"{stem}.ipynb"),
-                                os.path.relpath(target), parameters=params,
-                                cwd=str(NOTEBOOK_DIR), kernel_name="python3", progress_bar=False)
-        except pm.PapermillExecutionError as err:
-            print(f"[replicate] FAILED: notebook {stem} (run {name}), cell {err.cell_index} "
-                  f"(execution count {err.exec_count}):\n  {err.ename}: {err.evalue}\n"
-                  f"  executed copy with the traceback: {target}", file=sys.stderr)
-            return 1
-        print(f"[replicate] {name} done in {time.perf_counter() - t0:.0f} s", flush=True)
+        jobs.append((stem, params, name, str(out_dir / "notebooks" / f"{name}.ipynb")))
+    # the longest first, so that side by side the last one to finish is short
+    jobs.sort(key=lambda job: NOTEBOOK_ORDER.index(job[0][:2]) if job[0][:2] in NOTEBOOK_ORDER else 99)
+    from .pipeline import run_notebooks
+
+    failed = run_notebooks(jobs, workers, NOTEBOOK_DIR)
+    if failed:
+        stem, name, target, err = failed
+        print(f"[replicate] FAILED: notebook {stem} (run {name}), {err}\n"
+              f"  executed copy with the traceback: {target}", file=sys.stderr)
+        return 1
     path = write_replication(out_dir)
     print(f"[replicate] wrote {path}")
     return 0
+
+
+# notebooks by decreasing running time (after the grid has trained every model)
+NOTEBOOK_ORDER = ["04", "07", "08", "05", "06", "03", "01", "02"]
 
 
 def train_grid(profile: str = "quick", dataset: str | None = None, only: list[str] | None = None,

@@ -19,7 +19,7 @@ import pandas as pd
 from .config import LossWeights
 
 __all__ = ["FULL", "CONFIGURATIONS", "PAPER_LABELS", "configuration_weights", "paired_difference",
-           "paired_table", "removal_sentences"]
+           "paired_table"]
 
 FULL = "all terms"
 # configuration -> the removed term of xtcdr.losses.TERMS (None: the full model)
@@ -93,71 +93,13 @@ def paired_table(values: pd.DataFrame, metrics: list[str], *, full: str = FULL,
     return pd.DataFrame(rows).set_index(["configuration", "metric"])
 
 
-def removal_sentences(paired: pd.DataFrame, *, protocol: str = "", digits: int = 3) -> list[str]:
-    """One plain sentence per configuration, printed from a `paired_table`.
-
-    States on which metrics the interval excludes zero (and in which direction), or that none
-    does, with the number of seeds; when the interval cannot be computed (one seed) it says so.
-    """
-    out = []
-    where = f" ({protocol})" if protocol else ""
-    for name in dict.fromkeys(paired.index.get_level_values(0)):
-        rows = paired.loc[name]
-        n = int(rows["n"].max())
-        if n < 2:
-            diffs = ", ".join(f"{m} {r['mean']:+.{digits}f}" for m, r in rows.iterrows())
-            out.append(f"{name}{where}: one seed, so no interval can be computed; the single "
-                       f"paired differences are {diffs}.")
-            continue
-        down = [m for m, r in rows.iterrows() if r["excludes_zero"] == 1 and r["mean"] < 0]
-        up = [m for m, r in rows.iterrows() if r["excludes_zero"] == 1 and r["mean"] > 0]
-
-        def fmt(ms):
-            return ", ".join(f"{m} {rows.loc[m, 'mean']:+.{digits}f} [{rows.loc[m, 'ci_low']:+.{digits}f}, "
-                             f"{rows.loc[m, 'ci_high']:+.{digits}f}]" for m in ms)
-        if not down and not up:
-            widest = rows["half_width"].max()
-            out.append(f"{name}{where}: no metric changes by more than the seed-level uncertainty "
-                       f"({n} paired seeds; every 95% interval contains zero, half-widths up to "
-                       f"{widest:.{digits}f}).")
-        else:
-            parts = []
-            if down:
-                parts.append(f"lowers {fmt(down)}")
-            if up:
-                parts.append(f"raises {fmt(up)}")
-            rest = [m for m in rows.index if m not in down + up]
-            tail = f"; the intervals of {', '.join(rest)} contain zero" if rest else ""
-            out.append(f"{name}{where} ({n} paired seeds, 95% t interval): removing the term "
-                       + " and ".join(parts) + tail + ".")
-    return out
-
-
 def table5(runs: dict, protocol: str, columns: list[str], *, label=None) -> tuple[pd.DataFrame, dict]:
     """Table 5 from the evaluations of every configuration: the paper's rows, each configuration
-    (mean ± sd over seeds), then the baselines (fitted once, beside the full model).
+    (mean ± sd over seeds), then the baselines (fitted once, beside the full model); the meta
+    pairs each removal with the full model (`xtcdr.experiments.configurations_table`)."""
+    from .experiments import configurations_table
 
-    ``runs``: configuration name -> `xtcdr.experiments.Evaluation` (the full model's carries the
-    baselines). Returns ``(table, meta)``; the meta holds each configuration's per-seed values and
-    training, and ``paired_reference`` (the full model's row), so that
-    `xtcdr.report.table_verdicts` compares each removal with the full model seed by seed.
-    """
-    from .experiments import paper_rows
-    from .report import method_table, summary_values
-
-    label = label or (lambda name: name)
-    rows = paper_rows("Table 5", columns)
-    per_seed, training = {}, {}
-    for name, ev in runs.items():
-        values = [summary_values(r, columns) for r in ev.model_runs[protocol]]
-        rows.append((label(name), "model", values))
-        per_seed[label(name)] = {c: [v[c] for v in values] for c in columns}
-        training[label(name)] = ev.convergence(protocol)
-    full = runs[FULL]
-    rows += [(lab, full.kinds[lab], summary_values(df, columns)) for lab, df in full.others[protocol].items()]
-    meta = {"per_seed": per_seed, "training": training, "paired_reference": label(FULL),
-            "varies": "training seeds", "seeds": list(full.seeds), "metrics": list(columns)}
-    return method_table(rows, columns), meta
+    return configurations_table(runs, protocol, columns, reference=FULL, label=label, paper_table="Table 5")
 
 
 def removal_lines(verdicts_: list, reference: str) -> list[str]:

@@ -165,7 +165,8 @@ class Evaluation:
 
 def evaluate_methods(adata, tasks: dict[str, list], *, seeds, profile="quick",
                      baselines=("control", "source_shift", "train_mean"), oracle: str | None = None,
-                     model_label: str = MODEL, progress: bool = True, **train_kwargs) -> Evaluation:
+                     model_label: str = MODEL, progress: bool = True, predictor_kwargs: dict | None = None,
+                     **train_kwargs) -> Evaluation:
     """Train or load the model for each seed and score it and the baselines on the same tasks.
 
     Parameters
@@ -183,6 +184,9 @@ def evaluate_methods(adata, tasks: dict[str, list], *, seeds, profile="quick",
     oracle
         A synthetic twin's name to add the replicate oracle (`ReplicateOracle.from_synthetic`,
         10x the cells of a condition), or None.
+    predictor_kwargs
+        Passed to `xtcdr.evaluate.ModelPredictor` (``offset="swap"``: notebook 08's variant that
+        changes prediction only).
     train_kwargs
         Passed to `train_or_load` (``weights=`` for ablations, ``model_config=`` ...).
     """
@@ -203,7 +207,7 @@ def evaluate_methods(adata, tasks: dict[str, list], *, seeds, profile="quick",
             result.models[protocol][s] = model
             result.training[protocol][s] = dict(history.attrs.get("training", {}))
             result.model_runs[protocol].append(
-                evaluate_transfer(ModelPredictor(model), adata, tasks=task_list))
+                evaluate_transfer(ModelPredictor(model, **(predictor_kwargs or {})), adata, tasks=task_list))
     predictors = {BASELINE_LABELS.get(name, name): _baselines.get_baseline(name).fit(adata)
                   for name in baselines}
     result.kinds.update({label: "baseline" for label in predictors})
@@ -231,7 +235,8 @@ def subset(evaluation: Evaluation, perturbations) -> Evaluation:
         seeds=list(evaluation.seeds),
         model_runs={p: [_subset_table(r, keep) for r in runs] for p, runs in evaluation.model_runs.items()},
         others={p: {k: _subset_table(v, keep) for k, v in d.items()} for p, d in evaluation.others.items()},
-        kinds=dict(evaluation.kinds), models=evaluation.models, model_label=evaluation.model_label)
+        kinds=dict(evaluation.kinds), models=evaluation.models, training=evaluation.training,
+        model_label=evaluation.model_label, varies=evaluation.varies)
 
 
 def same_double(a: str, b: str, sep: str = "+") -> bool:
@@ -461,3 +466,33 @@ def pitfalls(cross: pd.DataFrame, within: pd.DataFrame, paper_table: str, *, n_c
 
 
 __all__ += ["pitfalls"]
+
+
+def configurations_table(runs: dict, protocol: str, columns: list[str], *, reference: str,
+                         label=None, paper_table: str | None = None) -> tuple[pd.DataFrame, dict]:
+    """One table of several model configurations (ablations, transfer variants) and the baselines.
+
+    ``runs``: configuration -> `Evaluation`; the ``reference`` configuration's evaluation carries
+    the baselines (fitted once). Rows: the paper's rows of ``paper_table`` (when given), each
+    configuration (mean ± sd over seeds), then the baselines. The meta holds each configuration's
+    per-seed values and training, and ``paired_reference`` (the reference's row), so that
+    `xtcdr.report.table_verdicts` compares every configuration with the reference seed by seed.
+    """
+    label = label or (lambda name: name)
+    rows = list(paper_rows(paper_table, columns)) if paper_table else []
+    per_seed, training = {}, {}
+    for name, ev in runs.items():
+        values = [summary_values(r, columns) for r in ev.model_runs[protocol]]
+        rows.append((label(name), "model", values))
+        per_seed[label(name)] = {c: [v[c] for v in values] for c in columns}
+        training[label(name)] = ev.convergence(protocol)
+    ref = runs[reference]
+    rows += [(lab, ref.kinds[lab], summary_values(df, columns)) for lab, df in ref.others[protocol].items()]
+    meta = {"per_seed": per_seed, "training": training, "paired_reference": label(reference),
+            "varies": "training seeds", "seeds": list(ref.seeds), "metrics": list(columns),
+            "protocol": PROTOCOL_TEXT.get(protocol, protocol),
+            "protocol_short": PROTOCOL_TEXT.get(protocol, protocol).split(":")[0]}
+    return method_table(rows, columns), meta
+
+
+__all__ += ["configurations_table"]

@@ -171,11 +171,13 @@ def notebook_trainings(stem: str, params: dict) -> list[Training]:
             weights = {} if ablations.CONFIGURATIONS[name] is None else {ablations.CONFIGURATIONS[name]: 0.0}
             for s in seeds:
                 add(seed=s, weights=weights)
-    elif number == "08":
-        for task in transfer.task_names(params.get("tasks", "default")):
+    elif number == "08" and not params.get("dataset_path"):
+        names = transfer.task_names(params.get("tasks", "default"))
+        for task in names:
             for training in transfer.variant_training(params.get("variants", "default")):
                 for s in seeds:
                     add(dataset=transfer.TASKS[task]["dataset"], seed=s, **training)
+        add(dataset=transfer.TASKS[names[0]]["dataset"], seed=0, curve=True)  # section 1c
     return out
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,7 +23,12 @@ from .config import LossWeights, ModelConfig, Profile, TrainConfig, config_hash,
 from .pairing import assign_split
 from .preprocess import preprocess
 
-__all__ = ["prepare", "train_or_load", "checkpoint_dir", "dataset_name", "data_key", "env_override"]
+__all__ = ["prepare", "train_or_load", "checkpoint_dir", "dataset_name", "data_key", "env_override",
+           "PREPARE_VERSION", "run_notebooks"]
+
+# Part of the cache key of prepared data: raise it whenever preprocessing or the split changes what
+# prepare returns for the same settings, so that no stale file is read from data/processed/.
+PREPARE_VERSION = 2
 
 
 def env_override(name: str, value, cast=str):
@@ -79,7 +85,7 @@ def prepare(dataset: str | ad.AnnData, *, profile: str | Profile = "quick", seed
         if name not in datasets.names():
             datasets.load(name, data_dir=data_dir)  # raises the helpful unknown-name error
         key = config_hash(cfg, seed, sorted(test_perturbations) if test_perturbations else None,
-                          _package_version(), *_twin_settings(name))
+                          _package_version(), PREPARE_VERSION, *_twin_settings(name))
         cache = data_dir / "processed" / f"{name}__{prof.name}__seed{seed}__{key}.h5ad"
         if cache.exists() and not force:
             if verbose:
@@ -218,3 +224,53 @@ def train_or_load(adata: ad.AnnData, *, profile: str | Profile = "quick", seed: 
     history = fit(model, adata, tcfg, device=dev, checkpoint_dir=ckpt_dir, resume=True,
                   progress=progress, select=select)
     return model, history
+
+
+# ------------------------------------------------------------------ notebooks side by side
+def _execute(stem: str, params: dict, name: str, target: str, notebook_dir: str) -> tuple[str, str, float]:
+    """Run one notebook with papermill (in a worker process); returns (name, error or "", seconds)."""
+    import papermill as pm
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # side by side: one core each
+    t0 = time.perf_counter()
+    try:
+        pm.execute_notebook(str(Path(notebook_dir) / f"{stem}.ipynb"), target,
+                            parameters=params, cwd=str(notebook_dir), kernel_name="python3",
+                            progress_bar=False)
+    except pm.PapermillExecutionError as err:
+        return name, (f"cell {err.cell_index} (execution count {err.exec_count}):\n  {err.ename}: "
+                      f"{err.evalue}"), time.perf_counter() - t0
+    return name, "", time.perf_counter() - t0
+
+
+def run_notebooks(jobs: list[tuple[str, dict, str, str]], workers: int | None = None, notebook_dir=None):
+    """Execute ``(stem, parameters, name, target)`` jobs with papermill, ``workers`` at a time
+    (default: one per core), each in its own process with its own kernel. Returns None, or
+    ``(stem, name, target, error)`` of the first notebook that failed (the ones already running
+    finish; no new one starts)."""
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    workers = max(1, int(workers or os.cpu_count() or 1))
+    by_name = {name: (stem, target) for stem, _, name, target in jobs}
+    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+        pending = {}
+        queue = list(jobs)
+        failed = None
+        while queue or pending:
+            while queue and len(pending) < workers and failed is None:
+                stem, params, name, target = queue.pop(0)
+                print(f"[replicate] {name}  {params}", flush=True)
+                pending[pool.submit(_execute, stem, params, name, target, str(notebook_dir))] = name
+            if not pending:
+                break
+            done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+            for future in done:
+                pending.pop(future)
+                name, error, seconds = future.result()
+                if error and failed is None:
+                    failed = (by_name[name][0], name, by_name[name][1], error)
+                print(f"[replicate] {name} {'FAILED' if error else 'done'} in {seconds:.0f} s", flush=True)
+            if failed is not None:
+                queue.clear()
+    return failed

@@ -619,8 +619,9 @@ def plot_deg_example(adata, condition: str, *, n_cells: int = 60, seed: int = 0,
                      title: str | None = None) -> Figure:
     """What the top DEGs of one condition are, against the controls of its cell type.
 
-    (a) every gene's change of mean log expression against its Welch t statistic, the
-    condition's top DEGs (``uns['top_degs'][condition]``) in red; (b) expression of those DEGs
+    (a) every gene's log2 fold change against the controls (the DEG rule's, from
+    `xtcdr.preprocess.deg_statistics`) and its Welch t statistic, the condition's top DEGs
+    (``uns['top_degs'][condition]``) in red, the rule's threshold |log2 fc| = 1 dashed; (b) expression of those DEGs
     (z-scored per gene) in up to ``n_cells`` control cells and ``n_cells`` cells of the condition.
     ``adata``: preprocessed (log1p-normalised ``X``, standard obs, ``uns['top_degs']``).
     """
@@ -634,6 +635,9 @@ def plot_deg_example(adata, condition: str, *, n_cells: int = 60, seed: int = 0,
     diff = a.mean(0) - b.mean(0)
     se = np.sqrt(a.var(0, ddof=1) / a.shape[0] + b.var(0, ddof=1) / b.shape[0])
     t = np.divide(diff, se, out=np.zeros_like(diff), where=se > 0)
+    from .preprocess import deg_statistics
+
+    _, log2fc = deg_statistics(X, np.flatnonzero(in_condition), np.flatnonzero(controls))  # the rule's fold change
     genes = list(adata.var_names)
     degs = [g for g in adata.uns["top_degs"][condition] if g in genes]
     deg_idx = np.array([genes.index(g) for g in degs], dtype=int)
@@ -641,14 +645,16 @@ def plot_deg_example(adata, condition: str, *, n_cells: int = 60, seed: int = 0,
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.6), gridspec_kw={"width_ratios": [1, 1.5]})
     ax = axes[0]
     others = np.setdiff1d(np.arange(len(genes)), deg_idx)
-    ax.scatter(diff[others], np.abs(t[others]), s=5, color="0.6", alpha=0.6, label="other genes")
-    ax.scatter(diff[deg_idx], np.abs(t[deg_idx]), s=12, color="C3",
-               label=f"top {len(deg_idx)} DEGs (rank_genes_groups)")
+    ax.scatter(log2fc[others], np.abs(t[others]), s=5, color="0.6", alpha=0.6, label="other genes")
+    ax.scatter(log2fc[deg_idx], np.abs(t[deg_idx]), s=12, color="C3",
+               label=f"top {len(deg_idx)} DEGs (|log2 fc| >= 1, then |t|)")
     for g in deg_idx[:5]:
-        ax.annotate(genes[g], (diff[g], abs(t[g])), fontsize=7, xytext=(3, 2),
+        ax.annotate(genes[g], (log2fc[g], abs(t[g])), fontsize=7, xytext=(3, 2),
                     textcoords="offset points")
     ax.axvline(0, color="k", lw=0.5)
-    ax.set_xlabel("mean log1p expression: condition - control")
+    for edge in (-1, 1):
+        ax.axvline(edge, color="k", lw=0.7, ls="--")
+    ax.set_xlabel("log2 fold change vs controls")
     ax.set_ylabel("|Welch t|")
     ax.set_title(f"(a) {condition} vs {int(controls.sum())} controls of {cell_type}", fontsize=9)
     ax.legend(fontsize=7, loc="upper left")
@@ -765,23 +771,30 @@ def plot_pairing(adata, pairs, *, context: str | None = None, n_examples: int = 
 __all__ += ["plot_pairing"]
 
 
-def plot_effect_ranking(effects: pd.DataFrame, held_out, *, title: str | None = None) -> Figure:
+def plot_effect_ranking(effects: pd.DataFrame, held_out, *, transfer=(), title: str | None = None) -> Figure:
     """Where the held-out perturbations sit in the measured effect ranking.
 
     ``effects``: `xtcdr.pairing.perturbation_effects` (index perturbation, columns ``n_degs``,
-    ``shift``, ``rank``), strongest first. Bars are the number of DEGs; held-out ones in red.
+    ``shift``, ``rank``), strongest first. Bars are the number of DEGs; held-out ones in red,
+    ``transfer`` (perturbations held back in one line for the transfer validation) in orange.
     """
     held = effects.index.isin(list(held_out))
+    moved = effects.index.isin(list(transfer)) & ~held
+    colors = np.where(held, "tab:red", np.where(moved, "C1", "0.7"))
     fig, (ax_bar, ax_scatter) = plt.subplots(1, 2, figsize=(11, 3.6), gridspec_kw={"width_ratios": [2.2, 1]})
-    ax_bar.bar(np.arange(len(effects)), effects["n_degs"], color=np.where(held, "tab:red", "0.7"))
+    ax_bar.bar(np.arange(len(effects)), effects["n_degs"], color=colors)
     ax_bar.set_xlabel("perturbations, strongest first (rank)")
     ax_bar.set_ylabel("DEGs vs controls\n(|log2 fc| >= 1, q < 0.05)")
     ax_bar.set_xticks(np.arange(0, len(effects), max(1, len(effects) // 12)))
     ax_bar.set_xticklabels(np.arange(1, len(effects) + 1, max(1, len(effects) // 12)))
-    ax_bar.legend(handles=[plt.Rectangle((0, 0), 1, 1, color="tab:red"), plt.Rectangle((0, 0), 1, 1, color="0.7")],
-                  labels=["held out", "training"], frameon=False)
+    handles = [plt.Rectangle((0, 0), 1, 1, color="tab:red"), plt.Rectangle((0, 0), 1, 1, color="0.7")]
+    labels = ["held out", "training"]
+    if moved.any():
+        handles.insert(1, plt.Rectangle((0, 0), 1, 1, color="C1"))
+        labels.insert(1, "held back in one line (transfer validation)")
+    ax_bar.legend(handles=handles, labels=labels, frameon=False)
     ax_bar.set_title("(a) measured effect ranking")
-    ax_scatter.scatter(effects["shift"], effects["n_degs"], c=np.where(held, "tab:red", "0.6"), s=18)
+    ax_scatter.scatter(effects["shift"], effects["n_degs"], c=colors, s=18)
     ax_scatter.set_xlabel("L2 shift of the mean profile")
     ax_scatter.set_ylabel("DEGs")
     ax_scatter.set_title("(b) two measures of effect agree")
@@ -872,6 +885,7 @@ def plot_interaction_residuals(residuals: pd.DataFrame, method: str, example: di
         ax.axvline(0, color="0.3", lw=0.6)
         ax.set_xlabel("true residual O - A (what additivity misses)")
         ax.set_ylabel(f"predicted residual M - A ({method})")
+        ax.set_aspect("equal", adjustable="datalim")  # the two residuals on one scale
         ax.set_title(example.get("name", ""), fontsize=9)
         ax.legend(fontsize=8, markerscale=2)
     if title:

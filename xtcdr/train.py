@@ -293,7 +293,8 @@ def _valid_means(model, X, idx, config, device, combos=None) -> dict:
     """
     weights = replace(config.weights, **{t: 0.0 for t in VARIANT_TERMS})
     n = idx[0].shape[0]
-    n_batches = max(1, n // config.batch_size)
+    # eval mode: batch norm uses its running statistics, so large chunks give the same means faster
+    n_batches = max(1, n // max(config.batch_size, 2048))
     sums = torch.zeros(len(TERMS) + 1, device=device)
     combo_batches = _combo_batches(X, combos, n_batches, False, None, device)
     combo_sum, combo_rows = torch.zeros((), device=device), 0

@@ -88,8 +88,10 @@ def curve(dataset, profile, seed, max_steps, chunk, data_dir):
 def summarise(dataset, history, test, profile, seconds):
     cfg = profile.train
     out = {"dataset": dataset, "seconds": seconds,
-           "seconds_per_step": float(history["seconds"].sum() / history["step"].iloc[-1]),
-           "steps_per_epoch": float(history["step"].iloc[-1] / history["epoch"].iloc[-1]),
+           "seconds_per_step": float(history["seconds"].sum() / history["step"].iloc[-1])
+           if "seconds" in history else float("nan"),
+           "steps_per_epoch": float(history["step"].iloc[-1] / history["epoch"].iloc[-1])
+           if "epoch" in history else float("nan"),
            "signals": {}, "protocols": {}}
     steps = history["step"].to_numpy()
     for name, column in COLUMN.items():
@@ -128,8 +130,11 @@ def figure(results, histories, tests, path):
         ax.set_ylim(0.9, 2.0)
         ax.set_xlabel("optimizer step")
         ax2 = ax.twinx()
+        colors = {"cross": "C0", "within": "C3", "combination": "C0"}
         for protocol, rows in t.groupby("protocol"):
-            ax2.plot(rows["step"], rows["r2_deg"], ls="--", label=f"test R2 DEGs ({protocol})")
+            ax2.plot(rows["step"], rows["r2_deg"], ls="--", color=colors.get(protocol, "k"),
+                     label=f"test R2 DEGs ({protocol}; teaching only)")
+        ax.axvspan(0, res.get("min_steps", 0), color="0.9", zorder=0)
         for name, sig in res["signals"].items():
             ax.axvline(sig["stop_step"], color="C1" if name == "valid" else "C2", ls=":", lw=1)
         ax.set_title(res["dataset"], fontsize=10)
@@ -155,7 +160,12 @@ def main(argv=None):
     parser.add_argument("--latent", type=int, default=None)
     parser.add_argument("--tag", default="")
     parser.add_argument("--data-dir", default=str(REPO / "data" / "benchmarks" / "convergence"))
+    parser.add_argument("--resummarise", nargs="+", default=None, metavar="JSON",
+                        help="recompute the summaries of saved runs with the profile's current early-stopping "
+                             "rule (no training) and write them together under --tag")
     args = parser.parse_args(argv)
+    if args.resummarise:
+        return resummarise(args.resummarise, get_profile(args.profile), args.profile, args.tag)
     profile = get_profile(args.profile)
     train = replace(profile.train, **{k: v for k, v in (("lr", args.lr), ("batch_size", args.batch_size),
                                                         ("weight_decay", args.weight_decay))
@@ -189,6 +199,35 @@ def main(argv=None):
     (out / f"{name}.json").write_text(json.dumps(payload, indent=1, default=float))
     figure(results, histories, tests, out / f"{name}.png")
     print(f"[convergence] wrote {out / (name + '.json')}")
+
+
+def resummarise(paths, profile, name, tag):
+    """Summaries of saved curves under the profile's current rule (warm-up, patience, margin)."""
+    results, histories, tests, curves, settings = [], {}, {}, {}, {}
+    for path in paths:
+        saved = json.loads(Path(path).read_text())
+        settings = {k: saved[k] for k in ("lr", "batch_size", "genes", "hidden", "latent", "weight_decay")
+                    if k in saved}
+        old = {r["dataset"]: r for r in saved["results"]}
+        for dataset, curve in saved["curves"].items():
+            history, test = pd.DataFrame(curve["history"]), pd.DataFrame(curve["test"])
+            res = summarise(dataset, history, test, profile, old[dataset]["seconds"])
+            res["seconds_per_step"] = old[dataset]["seconds_per_step"]
+            res["steps_per_epoch"] = old[dataset]["steps_per_epoch"]
+            res["stop_step"] = max(s["stop_step"] for s in res["signals"].values())
+            res["min_steps"] = profile.train.min_steps
+            results.append(res)
+            histories[dataset], tests[dataset], curves[dataset] = history, test, curve
+            print(json.dumps({k: res[k] for k in ("dataset", "stop_step", "signals")}, default=float))
+    train = profile.train
+    out = REPO / "reports" / "benchmarks"
+    stem = f"convergence_{name}{('_' + tag) if tag else ''}"
+    payload = {"profile": name, **settings, "min_steps": train.min_steps, "patience": train.patience,
+               "min_delta": train.min_delta, "eval_every": train.eval_every, "results": results,
+               "curves": curves, "from": [str(p) for p in paths]}
+    (out / f"{stem}.json").write_text(json.dumps(payload, indent=1, default=float))
+    figure(results, histories, tests, out / f"{stem}.png")
+    print(f"[convergence] wrote {out / (stem + '.json')}")
 
 
 if __name__ == "__main__":

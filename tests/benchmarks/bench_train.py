@@ -7,9 +7,10 @@ What it measures, in order (each section prints its numbers as it goes):
    shapes is the machine's *peak*.
 2. **FLOPs of one training step**, counted with ``torch.utils.flop_counter.FlopCounterMode`` over
    ``loss_terms`` + backward, and cross-checked against an analytic count.
-3. **Throughput.** ``xtcdr.train.fit`` for two epochs on synthetic data; the second epoch (no
-   warm-up) gives pairs per second. Then single training steps through ``xtcdr.train._run_epoch``
-   (one batch per call, the optimizer restored from ``fit``'s checkpoint) give the step time and
+3. **Throughput.** ``xtcdr.train.fit`` for two epochs on synthetic data (a validation at the end of
+   each); the second epoch (no warm-up) gives pairs per second. Then single training steps
+   (``xtcdr.train._batch_terms`` and the optimizer step, one batch per call, the optimizer
+   restored from ``fit``'s checkpoint) give the step time and
    the fraction of the peak the step reaches (also paired, step by step, with a short matmul
    burst run just before it, which cancels slow changes in the machine's load). A short
    ``torch.profiler`` run says where the step time goes.
@@ -50,12 +51,16 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.flop_counter import FlopCounterMode
 
-from xtcdr import train as xtrain
-from xtcdr.config import ModelConfig, TrainConfig
-from xtcdr.losses import TERMS, loss_terms
-from xtcdr.model import XTransferCDR
-from xtcdr.pairing import assign_split, training_pairs
-from xtcdr.synthetic import SimulationConfig, simulate_config
+# fit trains with a fixed thread count (1 by default, so that weights do not depend on how a
+# training was run); this benchmark compares a step with the machine's multithreaded matmul peak
+os.environ.setdefault("XTCDR_TRAIN_THREADS", str(torch.get_num_threads()))
+
+from xtcdr import train as xtrain  # noqa: E402
+from xtcdr.config import ModelConfig, TrainConfig  # noqa: E402
+from xtcdr.losses import TERMS, loss_terms  # noqa: E402
+from xtcdr.model import XTransferCDR  # noqa: E402
+from xtcdr.pairing import assign_split, training_pairs  # noqa: E402
+from xtcdr.synthetic import SimulationConfig, simulate_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT_JSON = ROOT / "reports" / "benchmarks" / "train.json"
@@ -216,9 +221,17 @@ def pair_tensors(pairs) -> list[torch.Tensor]:
 # --------------------------------------------------------------------------------------------
 # 3. step timing and profile
 # --------------------------------------------------------------------------------------------
+def train_step(model, X, idx, config, dev, optimizer) -> None:
+    """One optimizer step of ``xtcdr.train.fit`` on the pairs ``idx`` (one batch)."""
+    terms = xtrain._batch_terms(model, X, idx, torch.arange(idx[0].shape[0]), config, dev, None)
+    optimizer.zero_grad(set_to_none=True)
+    terms["total"].backward()
+    optimizer.step()
+
+
 def time_steps(model, X, idx, config, optimizer, *, warmup: int, steps: int,
                probe=None) -> tuple[list[float], list[float]]:
-    """Seconds of real training steps (``xtcdr.train._run_epoch`` on one batch each).
+    """Seconds of real training steps (`train_step` on one batch each).
 
     With ``probe`` (a function returning GFLOP/s), a short matrix-multiply burst runs just before
     each timed step, so that each step can be compared with the machine's rate of that moment.
@@ -234,7 +247,7 @@ def time_steps(model, X, idx, config, optimizer, *, warmup: int, steps: int,
         if probe is not None and i >= warmup:
             rates.append(probe())
         t = time.perf_counter()
-        xtrain._run_epoch(model, X, batch, config, dev, optimizer=optimizer, generator=gen)
+        train_step(model, X, batch, config, dev, optimizer)
         if i >= warmup:
             times.append(time.perf_counter() - t)
     return times, rates
@@ -341,7 +354,7 @@ def pandas_frame(adata: ad.AnnData, released_style: bool) -> pd.DataFrame:
 
 
 def pandas_epoch(model, loader, config, optimizer) -> dict:
-    """One epoch fed by ``loader``: the step of ``xtcdr.train._run_epoch`` on each batch."""
+    """One epoch fed by ``loader``: the step of `train_step` on each batch."""
     model.train()
     sums = torch.zeros(len(TERMS) + 1)
     wait = step = 0.0
@@ -396,8 +409,9 @@ def memory_child(out_path: str, train_fraction: float, full_simulation: bool) ->
     model = XTransferCDR(adata.n_vars, ModelConfig())
     n_params = sum(p.numel() for p in model.parameters())
     t0 = time.perf_counter()
-    history = xtrain.fit(model, adata, TrainConfig(epochs=1, batch_size=BATCH), device="cpu", progress=False)
-    rec.update(fit_seconds=time.perf_counter() - t0, n_train_pairs=int(history["n_pairs"].iloc[0]),
+    xtrain.fit(model, adata, TrainConfig(epochs=1, batch_size=BATCH), device="cpu", progress=False)
+    rec.update(fit_seconds=time.perf_counter() - t0,
+               n_train_pairs=len(training_pairs(adata, split="train", seed=0)),
                n_valid_pairs=len(training_pairs(adata, split="valid", seed=0)),
                n_params=int(n_params), param_bytes=int(n_params * 4),
                vmhwm_kib_final=proc_status_kib("VmHWM"), vmrss_kib_final=proc_status_kib("VmRSS"))
@@ -472,7 +486,9 @@ def main(argv=None) -> dict:
     log("[3/6] throughput: xtcdr.train.fit, 2 epochs, the second timed")
     cpc = 60 if quick else 214  # 24 x cpc pairs per epoch: 5,136 (10 batches) at full size
     adata = synthetic_adata(n_cell_types=3, n_singles=20, cells_per_condition=cpc, controls_per_cell_type=200)
-    assign_split(adata, valid_fraction=0.0, seed=0)
+    assign_split(adata, valid_fraction=0.0, n_transfer_valid=0, seed=0)
+    n_epoch_batches = max(1, len(training_pairs(adata, split="train", seed=tcfg.seed * 100_003)) // BATCH)
+    tcfg = replace(tcfg, eval_every=n_epoch_batches)  # one history row per epoch
     model = XTransferCDR(N_GENES, mcfg)
     with tempfile.TemporaryDirectory() as tmp:
         history = xtrain.fit(model, adata, tcfg, device="cpu", checkpoint_dir=tmp, progress=False)
@@ -480,7 +496,7 @@ def main(argv=None) -> dict:
     optimizer = torch.optim.Adam(model.parameters(), lr=tcfg.lr)
     optimizer.load_state_dict(state["optimizer_state"])  # fit's optimizer: same settings and state
     opt_flags = {k: optimizer.param_groups[0].get(k) for k in ("fused", "foreach")}
-    n_pairs = int(history["n_pairs"].iloc[-1])
+    n_pairs = len(training_pairs(adata, split="train", seed=tcfg.seed * 100_003 + 1))
     epoch_s = float(history["seconds"].iloc[-1])
     n_batches = max(1, n_pairs // BATCH)
     pairs_per_s = n_pairs / epoch_s
@@ -494,7 +510,7 @@ def main(argv=None) -> dict:
     assert idx[0].shape[0] == n_pairs, "epoch pairs differ from fit's; xtcdr.train changed its seeding"
 
     n_steps = 4 if quick else 12
-    log(f"    single steps through xtcdr.train._run_epoch: 2 warm-up + {n_steps} timed, each after a "
+    log(f"    single steps through train_step: 2 warm-up + {n_steps} timed, each after a "
         "short matmul burst (decoder shape)")
     probe = lambda: matmul_rate(*MM_SHAPES[next(iter(MM_SHAPES))], bursts=1, burst_s=0.1)["best_sustained_gflops"]  # noqa: E731
     step_times, probe_rates = time_steps(model, X, idx, tcfg, optimizer, warmup=2, steps=n_steps, probe=probe)

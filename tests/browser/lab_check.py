@@ -6,7 +6,7 @@ student does and checks what the student would see:
 1. copies ``notebooks/*.ipynb`` to ``build/lab-check/notebooks/`` (the repository's notebooks are
    never opened, so they are never modified);
 2. starts JupyterLab from ``.venv`` on a free port of 127.0.0.1 with a random token, with the
-   kernel environment ``CI=1 XTCDR_PROFILE=quick XTCDR_OUT=build/lab-check/reports`` (the same as
+   kernel environment ``CI=1 XTCDR_PROFILE=quick XTCDR_MAX_STEPS=150 XTCDR_OUT=build/lab-check/reports`` (the same as
    ``make notebooks``, so the checkpoints that nbval cached in ``data/`` are reused);
 3. drives the system Chromium with Playwright; for each notebook it
 
@@ -134,6 +134,7 @@ class LabServer:
         if not jupyter.exists():
             raise LabCheckError(f"{jupyter} not found: run `make install` first")
         env = dict(os.environ, CI="1", XTCDR_PROFILE="quick",
+                   XTCDR_MAX_STEPS=os.environ.get("CI_MAX_STEPS", "150"),  # as the notebook tests
                    XTCDR_OUT=str((BUILD / "reports").resolve()),
                    JUPYTER_CONFIG_DIR=str(BUILD / "jupyter" / "config"),
                    JUPYTER_RUNTIME_DIR=str(BUILD / "jupyter" / "runtime"),
