@@ -200,8 +200,9 @@ def get_profile(name: str | Profile) -> Profile:
         raise ValueError(f"unknown profile {name!r}; valid profiles: {sorted(PROFILES)}")
     prof = PROFILES[name]
     cap = os.environ.get("XTCDR_MAX_STEPS")
-    if cap:
-        prof = replace(prof, train=replace(prof.train, max_steps=min(prof.train.max_steps, int(cap))))
+    if cap:  # the warm-up shrinks with the cap, so that the selection of best weights still runs
+        cap = min(prof.train.max_steps, int(cap))
+        prof = replace(prof, train=replace(prof.train, max_steps=cap, min_steps=min(prof.train.min_steps, cap // 3)))
     return prof
 
 
