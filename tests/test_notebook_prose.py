@@ -33,7 +33,8 @@ CONSTANTS = {
     "5%": "the paper's Figure 3 selection (top 5% of knockdowns)",
     "50%": "a share named in the text (half)",
     "20%": "the split's validation and transfer-validation fractions",
-    "1%": "the quick profile's early-stopping margin (min_delta 0.01)",
+    "1%": "a margin named in the text",
+    "0.5%": "the quick profile's early-stopping margin (min_delta 0.005)",
 }
 NUMBER = re.compile(r"(?<![\w.])(\d+\.\d+|\d+(?:\.\d+)?\s?%)(?![\w.])")
 
