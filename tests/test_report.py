@@ -385,3 +385,24 @@ def test_verdict_pairs_per_seed_values_and_says_what_varies():
     unpaired = verdict(full - 0.05, float(full.mean()))
     assert unpaired.word == "tie within the seed spread"
     assert "[" in paired.interval() and "(one seed)" in verdict([0.5], 0.4).interval()
+
+
+def test_readme_scoreboard_sentence_counts_the_committed_verdicts():
+    """The README's sentence on where the claims stand counts the committed scoreboard's verdicts."""
+    import re
+    from collections import Counter
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    board = report.scoreboard([(m, df) for m, df in report.load_tables(root / "reports") if m.get("part")])
+    counts = Counter(row["verdict"] for row in board)
+    readme = " ".join((root / "README.md").read_text().split())
+    found = {word: int(n) for n, word in re.findall(
+        r"\*\*(\d+) (hold against control only|hold|are ties|do not hold|are inconclusive)\*\*", readme)}
+    assert re.search(rf"the paper's {len(board)} claims", readme)
+    assert found.get("hold", 0) == counts["holds"]
+    assert found.get("hold against control only", 0) == counts["holds against control only"]
+    assert found.get("are ties", 0) == counts["tie"]
+    assert found.get("do not hold", 0) == counts["does not hold"]
+    assert found.get("are inconclusive", 0) == counts["inconclusive"]
+    assert counts["inconclusive"] or "none is inconclusive" in readme
