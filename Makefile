@@ -24,8 +24,12 @@ replicate: $(STAMP)
 # every notebook in JupyterLab in headless Chromium when Chromium is installed.
 test: $(STAMP) unit notebooks browser-check
 
+# Two pytest workers (pytest-xdist): the unit tests, and the notebooks one whole notebook per worker
+# (nbval needs --dist loadscope so that a notebook's cells run in order, in one kernel).
+TEST_WORKERS ?= 2
+
 unit: $(STAMP)
-	$(PY) -m pytest tests -q
+	$(PY) -m pytest tests -q -n $(TEST_WORKERS)
 
 # The notebook tests cap every training at CI_MAX_STEPS optimizer steps (one seed each): their models
 # stop before converging, so their verdicts read "inconclusive" and the notebooks say so.
@@ -35,7 +39,7 @@ export CI_MAX_STEPS
 notebooks: $(STAMP)
 	mkdir -p build/nbval-reports
 	CI=1 XTCDR_PROFILE=quick XTCDR_MAX_STEPS=$(CI_MAX_STEPS) XTCDR_OUT=$(CURDIR)/build/nbval-reports \
-	  $(PY) -m pytest -q --nbval-lax --nbval-current-env -p no:cacheprovider notebooks/
+	  $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadscope --nbval-lax --nbval-current-env -p no:cacheprovider notebooks/
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks/
