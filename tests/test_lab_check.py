@@ -51,3 +51,11 @@ def test_chromium_lookup_and_free_port():
     found = lab_check.find_chromium()
     assert found is None or Path(found).exists()
     assert 0 < lab_check.free_port() < 65536
+
+
+def test_parallel_parts_deal_every_notebook_once_in_snake_order():
+    names = [f"0{i}_n" for i in range(1, 9)]
+    parts = lab_check.deal(names, 2)
+    assert parts == [["01_n", "04_n", "05_n", "08_n"], ["02_n", "03_n", "06_n", "07_n"]]
+    assert sorted(sum(lab_check.deal(names, 3), [])) == names
+    assert lab_check.deal(names[:1], 4) == [["01_n"]]

@@ -3,7 +3,7 @@
 ``make lab-check`` (or ``.venv/bin/python tests/browser/lab_check.py [--only 02,03]``) does what a
 student does and checks what the student would see:
 
-1. copies ``notebooks/*.ipynb`` to ``build/lab-check/notebooks/`` (the repository's notebooks are
+1. copies ``notebooks/*.ipynb`` to ``build/lab-check/notebooks/`` (``partN/notebooks/`` for a part) (the repository's notebooks are
    never opened, so they are never modified);
 2. starts JupyterLab from ``.venv`` on a free port of 127.0.0.1 with a random token, with the
    kernel environment ``CI=1 XTCDR_PROFILE=quick XTCDR_MAX_STEPS=150 XTCDR_OUT=build/lab-check/reports`` (the same as
@@ -21,7 +21,9 @@ student does and checks what the student would see:
      the pair explorer and checks that its figure changed;
    * writes a screenshot ``build/lab-check/<notebook>.png`` and prints the time it took.
 
-The server is always stopped (also on Ctrl-C). The exit status is non-zero when any check fails;
+By default the notebooks are split over two such processes (``--jobs``, ``LAB_CHECK_JOBS``), each
+with its own server, browser and copies in ``build/lab-check/partN/``; screenshots stay in
+``build/lab-check/``. The server is always stopped (also on Ctrl-C). The exit status is non-zero when any check fails;
 each failure is printed with the notebook it happened in.
 """
 from __future__ import annotations
@@ -45,6 +47,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = REPO / ".venv" / "bin"
 BUILD = REPO / "build" / "lab-check"
+TAG = "[lab-check]"  # "[lab-check part0]" in a part of a parallel check
+WORK = BUILD  # notebook copies, JupyterLab settings and log of this process (a part: BUILD/partN)
 NOTEBOOKS = REPO / "notebooks"
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -88,7 +92,7 @@ def free_port() -> int:
 
 def copy_notebooks(only: list[str] | None) -> list[Path]:
     """Fresh copies of the notebooks (all, or those whose name starts with an ``only`` prefix)."""
-    target = BUILD / "notebooks"
+    target = WORK / "notebooks"
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir(parents=True)
     sources = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
@@ -136,12 +140,12 @@ class LabServer:
         env = dict(os.environ, CI="1", XTCDR_PROFILE="quick",
                    XTCDR_MAX_STEPS=os.environ.get("CI_MAX_STEPS", "150"),  # as the notebook tests
                    XTCDR_OUT=str((BUILD / "reports").resolve()),
-                   JUPYTER_CONFIG_DIR=str(BUILD / "jupyter" / "config"),
-                   JUPYTER_RUNTIME_DIR=str(BUILD / "jupyter" / "runtime"),
-                   JUPYTERLAB_SETTINGS_DIR=str(BUILD / "jupyter" / "settings"),
-                   JUPYTERLAB_WORKSPACES_DIR=str(BUILD / "jupyter" / "workspaces"))
+                   JUPYTER_CONFIG_DIR=str(WORK / "jupyter" / "config"),
+                   JUPYTER_RUNTIME_DIR=str(WORK / "jupyter" / "runtime"),
+                   JUPYTERLAB_SETTINGS_DIR=str(WORK / "jupyter" / "settings"),
+                   JUPYTERLAB_WORKSPACES_DIR=str(WORK / "jupyter" / "workspaces"))
         env.pop("XTCDR_HEADLESS", None)  # the widgets must be live in the browser
-        shutil.rmtree(BUILD / "jupyter", ignore_errors=True)
+        shutil.rmtree(WORK / "jupyter", ignore_errors=True)
         write_lab_settings(Path(env["JUPYTERLAB_SETTINGS_DIR"]))
         cmd = [str(jupyter), "lab", "--no-browser", "--ServerApp.ip=127.0.0.1",
                f"--ServerApp.port={self.port}", "--ServerApp.port_retries=0",
@@ -403,12 +407,12 @@ def run(only: list[str] | None, timeout: float) -> int:
         raise LabCheckError("the playwright package is missing from .venv: run `make install`") from None
     copies = copy_notebooks(only)
     (BUILD / "reports").mkdir(parents=True, exist_ok=True)
-    server = LabServer(BUILD / "notebooks", BUILD / "jupyterlab.log")
+    server = LabServer(WORK / "notebooks", WORK / "jupyterlab.log")
     results: list[Result] = []
     t_all = time.perf_counter()
     try:
         server.start()
-        print(f"[lab-check] JupyterLab on {server.base} serving {BUILD / 'notebooks'}", flush=True)
+        print(f"{TAG} JupyterLab on {server.base} serving {WORK / 'notebooks'}", flush=True)
         with sync_playwright() as pw, tempfile.TemporaryDirectory(prefix="lab-check-chromium-") as profile:
             context = pw.chromium.launch_persistent_context(
                 profile, executable_path=chromium, headless=True, args=CHROMIUM_ARGS,
@@ -420,7 +424,7 @@ def run(only: list[str] | None, timeout: float) -> int:
             page.on("pageerror", lambda e: console.append(f"uncaught page error: {e}"))
             page.goto(f"{server.base}/lab?token={server.token}", wait_until="domcontentloaded")
             for copy in copies:
-                print(f"[lab-check] {copy.name} ...", flush=True)
+                print(f"{TAG} {copy.name} ...", flush=True)
                 t_notebook = time.perf_counter()
                 try:
                     result = check_notebook(page, server, copy, console, timeout)
@@ -434,7 +438,7 @@ def run(only: list[str] | None, timeout: float) -> int:
                         pass
                 results.append(result)
                 verdict = "ok" if not result.failures else "FAILED"
-                print(f"[lab-check] {copy.name}: {verdict} in {result.seconds:.0f} s", flush=True)
+                print(f"{TAG} {copy.name}: {verdict} in {result.seconds:.0f} s", flush=True)
                 for note in result.notes:
                     print(f"    {note}")
                 for failure in result.failures:
@@ -444,25 +448,86 @@ def run(only: list[str] | None, timeout: float) -> int:
         server.stop()
     failed = [r for r in results if r.failures]
     total = time.perf_counter() - t_all
-    print(f"[lab-check] {len(results) - len(failed)} of {len(results)} notebooks passed in {total:.0f} s; "
+    (WORK / "results.json").write_text(json.dumps(
+        [{"notebook": r.notebook, "ok": not r.failures, "seconds": round(r.seconds, 1)} for r in results]))
+    print(f"{TAG} {len(results) - len(failed)} of {len(results)} notebooks passed in {total:.0f} s; "
           f"screenshots in {BUILD}/")
-    print(f"lab-check: {len(results) - len(failed)} passed, {len(failed)} failed")
+    print(f"{TAG.strip('[]')}: {len(results) - len(failed)} passed, {len(failed)} failed")
     if failed:
-        print("[lab-check] FAILED: " + ", ".join(r.notebook for r in failed) + f" (server log: "
-              f"{BUILD / 'jupyterlab.log'})", file=sys.stderr)
+        print(f"{TAG} FAILED: " + ", ".join(r.notebook for r in failed) + f" (server log: "
+              f"{WORK / 'jupyterlab.log'})", file=sys.stderr)
         return 1
     return 0
 
 
+def notebook_names(only: list[str] | None) -> list[str]:
+    """The notebooks a check covers (all, or those whose name starts with an ``only`` prefix)."""
+    names = [p.stem for p in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))]
+    return [n for n in names if not only or any(n.startswith(o) for o in only)]
+
+
+def deal(names: list[str], jobs: int) -> list[list[str]]:
+    """``names`` dealt to ``jobs`` parts in snake order (0, 1, ..., 1, 0, ...), no part empty."""
+    jobs = max(1, min(jobs, len(names)))
+    parts: list[list[str]] = [[] for _ in range(jobs)]
+    for i, name in enumerate(names):
+        lap, pos = divmod(i, jobs)
+        parts[pos if lap % 2 == 0 else jobs - 1 - pos].append(name)
+    return parts
+
+
+def run_parts(only: list[str] | None, timeout: float, jobs: int) -> int:
+    """The check split over ``jobs`` processes, each with its own JupyterLab server and browser.
+
+    Notebooks are dealt in snake order (01, 04, 05, 08 to one part and 02, 03, 06, 07 to the other
+    for two parts); each part reports as one run would, and this prints the total.
+    """
+    names = notebook_names(only)
+    if not names:
+        raise LabCheckError(f"no notebooks to check in {NOTEBOOKS}" + (f" matching {only}" if only else ""))
+    parts = deal(names, jobs)
+    jobs = len(parts)
+    t0 = time.perf_counter()
+    procs = []
+    for i, part in enumerate(parts):
+        shutil.rmtree(BUILD / f"part{i}", ignore_errors=True)
+        procs.append(subprocess.Popen([sys.executable, __file__, "--only", ",".join(part), "--part", str(i),
+                                       "--timeout", str(timeout), "--jobs", "1"]))
+    codes = [p.wait() for p in procs]
+    results = []
+    for i in range(jobs):
+        path = BUILD / f"part{i}" / "results.json"
+        results += json.loads(path.read_text()) if path.exists() else []
+    failed = [r["notebook"] for r in results if not r["ok"]]
+    missing = [n for n in names if n not in {r["notebook"] for r in results}]
+    print(f"[lab-check] {len(results) - len(failed)} of {len(names)} notebooks passed in "
+          f"{time.perf_counter() - t0:.0f} s over {jobs} parallel parts; screenshots in {BUILD}/")
+    print(f"lab-check: {len(results) - len(failed)} passed, {len(failed) + len(missing)} failed")
+    if failed or missing or any(codes):
+        print("[lab-check] FAILED: " + ", ".join(failed + [f"{n} (did not run)" for n in missing])
+              + f" (exit codes {codes}; logs: {BUILD}/part*/jupyterlab.log)", file=sys.stderr)
+        return 1 if not any(c == 2 for c in codes) else 2
+    return 0
+
+
 def main(argv=None) -> int:
+    global WORK, TAG
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default=None,
                         help="comma-separated notebook prefixes, e.g. 02,03 (default: all)")
     parser.add_argument("--timeout", type=float, default=900,
                         help="seconds one notebook may run (default 900)")
+    parser.add_argument("--jobs", type=int, default=int(os.environ.get("LAB_CHECK_JOBS", "2")),
+                        help="parallel JupyterLab + browser processes (default 2, or LAB_CHECK_JOBS)")
+    parser.add_argument("--part", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    only = args.only.split(",") if args.only else None
     try:
-        return run(args.only.split(",") if args.only else None, args.timeout)
+        if args.part is not None:
+            WORK, TAG = BUILD / f"part{args.part}", f"[lab-check part{args.part}]"
+        elif args.jobs > 1:
+            return run_parts(only, args.timeout, args.jobs)
+        return run(only, args.timeout)
     except LabCheckError as err:
         print(f"[lab-check] cannot run: {err}", file=sys.stderr)
         return 2
