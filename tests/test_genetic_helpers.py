@@ -10,17 +10,8 @@ import pytest
 
 from xtcdr import evaluate, experiments, genetic
 from xtcdr.baselines import ControlBaseline, SourceShiftBaseline
-from xtcdr.evaluate import Predictor, Source, TransferTask
-
-
-class FixedPredictor(Predictor):
-    name = "fixed"
-
-    def __init__(self, profile):
-        self.profile = np.asarray(profile, dtype=np.float64)
-
-    def predict(self, X, task, source):
-        return self.profile
+from xtcdr.evaluate import Source, TransferTask
+from test_genetic import FixedPredictor  # noqa: E402  (a predictor that returns one fixed profile)
 
 
 GENES = ["g0", "KD", "g2", "g3", "g4", "g5"]

@@ -116,8 +116,9 @@ class TrainConfig:
     Every ``eval_every`` steps the model is scored on its validation signals. The first
     ``min_steps`` are a warm-up (validations logged, no best kept); then training stops when no
     signal has improved by ``min_delta`` (relative to its best value) for ``patience`` steps, or
-    at ``max_steps`` (a model stopped there while still improving gives *inconclusive* verdicts). ``epochs`` optionally caps the number of passes over the training
-    pairs as well (None: steps only). ``schedule="step"`` is the released StepLR(step 8 epochs,
+    at ``max_steps`` (a model stopped there while still improving gives *inconclusive* verdicts).
+    ``epochs`` optionally caps the number of passes over the training pairs as well (None: steps
+    only). ``schedule="step"`` is the released StepLR(step 8 epochs,
     gamma 0.5).
     """
 

@@ -372,6 +372,13 @@ def training_pairs(adata: ad.AnnData, *, split: str = "train", seed: int = 0) ->
     return Pairs(**{k: np.concatenate(v).astype(np.int64) for k, v in parts.items()})
 
 
+def _split_columns(adata: ad.AnnData, split: str):
+    """``(in_split, cell_type, perturbation, is_control)`` of every cell as numpy arrays."""
+    require_obs(adata, ["cell_type", "perturbation", "is_control", "split"])
+    return (adata.obs["split"].astype(str).to_numpy() == split, adata.obs["cell_type"].astype(str).to_numpy(),
+            adata.obs["perturbation"].astype(str).to_numpy(), adata.obs["is_control"].to_numpy(bool))
+
+
 def _cycle(rng: np.random.Generator, rows: np.ndarray, n: int) -> np.ndarray:
     """``n`` rows: whole shuffled passes over ``rows`` then a partial one."""
     reps = -(-n // rows.size)
@@ -399,12 +406,8 @@ def combination_triples(adata: ad.AnnData, *, split: str = "train", seed: int = 
     enter). A double whose singles have no cell there is skipped. The result is empty when
     ``split`` holds no double (the paper's split: every double is held out).
     """
-    require_obs(adata, ["cell_type", "perturbation", "is_control", "split"])
     rng = np.random.default_rng(seed)
-    in_split = adata.obs["split"].astype(str).to_numpy() == split
-    ctype = adata.obs["cell_type"].astype(str).to_numpy()
-    pert = adata.obs["perturbation"].astype(str).to_numpy()
-    control = adata.obs["is_control"].to_numpy(bool)
+    in_split, ctype, pert, control = _split_columns(adata, split)
     parts = {k: [] for k in Triples._fields}
     for ct, p in sorted(set(zip(ctype[in_split & ~control], pert[in_split & ~control]))):
         if not is_combination(p):
@@ -431,12 +434,8 @@ def cross_line_pairs(adata: ad.AnnData, *, split: str = "train", seed: int = 0) 
     feed the ``cross_line`` variant term (`xtcdr.losses.cross_line_transfer`). Returns two row
     arrays ``(a, b)``, empty when no perturbation is measured in two cell types of ``split``.
     """
-    require_obs(adata, ["cell_type", "perturbation", "is_control", "split"])
     rng = np.random.default_rng(seed)
-    in_split = adata.obs["split"].astype(str).to_numpy() == split
-    ctype = adata.obs["cell_type"].astype(str).to_numpy()
-    pert = adata.obs["perturbation"].astype(str).to_numpy()
-    control = adata.obs["is_control"].to_numpy(bool)
+    in_split, ctype, pert, control = _split_columns(adata, split)
     rows: dict[tuple[str, str], np.ndarray] = {}
     for ct, p in sorted(set(zip(ctype[in_split & ~control], pert[in_split & ~control]))):
         if not is_combination(p):
