@@ -249,6 +249,17 @@ def test_transfer_validation_never_reads_a_test_perturbation(adata):
     assert not obs["split"].iloc[rows].astype(str).isin(["transfer", "test"]).any()
 
 
+def test_without_degs_training_goes_on_without_the_transfer_validation(adata):
+    """An AnnData split but never preprocessed for DEGs: a warning naming the fix, no crash."""
+    bare = adata.copy()
+    del bare.uns["top_degs"]
+    config = TrainConfig(max_steps=8, eval_every=4, patience=100, batch_size=64, lr=1e-3, seed=0)
+    torch.manual_seed(0)
+    with pytest.warns(UserWarning, match="preprocess"):
+        history = fit(XTransferCDR(bare.n_vars, SMALL_MODEL), bare, config, device="cpu", progress=False)
+    assert set(history.attrs["training"]["monitors"]) == {"valid"}
+
+
 def test_training_uses_a_fixed_thread_count_and_restores_the_callers(adata):
     from xtcdr.train import TRAIN_THREADS
 

@@ -343,6 +343,12 @@ def _transfer_tasks(adata) -> list:
 
     if "transfer" not in set(adata.obs["split"].astype(str)):
         return []
+    if "top_degs" not in adata.uns:
+        warnings.warn("the transfer validation is scored on DEGs and adata.uns['top_degs'] is missing: "
+                      "training goes on without it (early stopping on the within-line validation). "
+                      "Run xtcdr.preprocess.preprocess (or pipeline.prepare) to compute the DEGs.",
+                      UserWarning, stacklevel=3)
+        return []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         return transfer_tasks(adata, split="transfer", protocol="cross")
