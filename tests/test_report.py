@@ -85,28 +85,30 @@ def test_load_tables_order(tmp_path):
 
 
 # ----------------------------------------------------------------------------- REPLICATION.md
-PER_SEED = {"ours": {"r2_all": [0.90, 0.91, 0.92], "r2_deg": [0.71, 0.72, 0.73]}}
+# three worlds: every row that varies over worlds has its per-world values
+PER_SEED = {"ours": {"r2_all": [0.90, 0.91, 0.92], "r2_deg": [0.71, 0.72, 0.73]},
+            "control": {"r2_all": [0.79, 0.80, 0.81], "r2_deg": [0.40, 0.41, 0.39]},
+            "source shift": {"r2_all": [0.95, 0.95, 0.95], "r2_deg": [0.84, 0.85, 0.86]}}
 
 
 def three_seed_table() -> pd.DataFrame:
-    """`constructed_table` with the model over three seeds (PER_SEED)."""
-    seeds = [dict(zip(METRICS, values)) for values in zip(*(PER_SEED["ours"][m] for m in METRICS))]
-    rows = [(n, k, seeds if n == "ours" else v) for n, k, v in
-            [("paper: XTransferCDR", "paper", {"r2_all": 0.81, "r2_deg": 0.62}),
-             ("paper: Baseline", "paper", {"r2_all": 0.50, "r2_deg": 0.29}),
-             ("ours", "model", None),
-             ("control", "baseline", {"r2_all": 0.80, "r2_deg": 0.40}),
-             ("source shift", "baseline", {"r2_all": 0.95, "r2_deg": 0.85}),
-             ("replicate", "oracle", {"r2_all": 0.99, "r2_deg": 0.97})]]
+    """The model, the control and the source shift over three worlds (PER_SEED)."""
+    def runs(name):
+        return [dict(zip(METRICS, values)) for values in zip(*(PER_SEED[name][m] for m in METRICS))]
+    rows = [("paper: XTransferCDR", "paper", {"r2_all": 0.81, "r2_deg": 0.62}),
+            ("paper: Baseline", "paper", {"r2_all": 0.50, "r2_deg": 0.29}),
+            ("ours", "model", runs("ours")), ("control", "baseline", runs("control")),
+            ("source shift", "baseline", runs("source shift")),
+            ("replicate", "oracle", {"r2_all": 0.99, "r2_deg": 0.97})]
     return report.method_table(rows, METRICS)
 
 
 def paper_meta(**extra) -> dict:
-    """A paper-part table whose model is converged, with per-seed values and a scoreboard claim."""
-    out = meta("Table 1", part="paper", per_seed=PER_SEED, varies="training seeds",
+    """A paper-part table whose model is converged, with per-world values and a scoreboard claim."""
+    out = meta("Table 1", part="paper", per_seed=PER_SEED, varies="worlds", seeds=[0, 1, 2],
                training={"ours": {"seeds": [0, 1, 2], "steps": [1200, 1350, 1500], "best_step": [700, 800, 900],
                                   "converged": [True, True, True], "monitor": "transfer",
-                                  "stop_reason": ["converged"] * 3}},
+                                  "stop_reason": ["converged"] * 3, "checkpoints": ["a", "b", "c"]}},
                claim={"claim": "held-out drugs transfer", "paper": "R2 DEGs .62 vs .29", "metric": "r2_deg"})
     out.update(extra)
     return out
@@ -125,21 +127,23 @@ def test_write_replication_markdown(tmp_path):
     assert "Paper rows are on sci-Plex3." in text
     assert "| paper: XTransferCDR |" not in text        # the paper's rows: one line above our table
     assert "| ours | model | 0.910 ± 0.010 | 0.720 ± 0.010 |" in text
-    # verdicts with intervals: differences 0.11 +- 0.01 against control, -0.04 vs the source shift
-    assert "| control | baseline | 0.800 | 0.400 | **beats** +0.110 [+0.085, +0.135] | **beats** +0.320 [" in text
-    assert "| source shift | baseline | 0.950 | 0.850 | **loses** -0.040 [-0.065, -0.015] |" in text
-    assert "1,350 optimizer steps (median; range 1,200-1,500)" in text and "3 of 3 seeds" in text
-    assert "below the" not in text                      # no per-row oracle sentence
+    # paired over worlds: differences 0.11, 0.11, 0.11 against control (r2_all): sd 0 -> [0.110, 0.110];
+    # r2_deg: 0.31, 0.31, 0.34 against control
+    assert "| control | baseline | 0.800 ± 0.010 | 0.400 ± 0.010 | **beats** +0.110 [+0.110, +0.110] | **beats** +0.320 [" in text
+    assert "| source shift | baseline | 0.950 ± 0.000 | 0.850 ± 0.010 | **loses** -0.040 [" in text
+    assert "1,350 optimizer steps (median; range 1,200-1,500)" in text and "3 of 3 worlds" in text
     assert "no method reaches the oracle row" in text
+    assert "3 of the 3 distinct trainings" in text
     assert ("Regime (r2_all): our control baseline scores 0.800 against the paper's Baseline 0.500; "
             "what control leaves unexplained (1 - R^2) is 0.40 times the paper's") in text
     assert "Where the protocol differs from the paper" in text and "Welch t-score" in text
     assert text.count("torch ") == 1                    # provenance once, not per table
+    assert "what varies between the runs of a table: worlds" in text
     assert "scratch" not in text                        # a table without a part stays out
 
 
 def test_a_model_still_learning_gets_no_verdict_but_inconclusive(tmp_path):
-    """The report never writes beats/loses/tie for a model that hit its step cap while improving."""
+    """The report never writes beats/loses/equivalent for a model that hit its step cap while improving."""
     training = {"ours": {"seeds": [0, 1, 2], "steps": [6000] * 3, "best_step": [5950, 6000, 3000],
                          "converged": [False, False, True], "monitor": "transfer",
                          "stop_reason": ["max_steps"] * 3}}
@@ -148,47 +152,19 @@ def test_a_model_still_learning_gets_no_verdict_but_inconclusive(tmp_path):
     verdict_rows = [line for line in text.splitlines()
                     if line.startswith(("| control |", "| source shift |")) and "**" in line]
     assert verdict_rows and all("**inconclusive**" in line for line in verdict_rows)
-    assert "**beats**" not in text and "**loses**" not in text and "**tie**" not in text
+    assert "**beats**" not in text and "**loses**" not in text and "**equivalent**" not in text
     assert "hit the step cap while still improving" in text
     board = report.scoreboard(report.load_tables(tmp_path))
     assert [row["verdict"] for row in board] == ["inconclusive"]
 
 
-def test_scoreboard_words_follow_the_ladder():
-    table = three_seed_table()
-    m = paper_meta()
-
-    def word(table):
-        return report.claim_verdict(table, m, "r2_deg")[0]
-
-    assert word(table) == "holds against control only"   # beats control, loses to the source shift
-    better = table.copy()
-    better.loc["source shift", "r2_deg"] = 0.60
-    assert word(better) == "holds"
-    tied = table.copy()
-    tied.loc["source shift", "r2_deg"] = 0.72
-    assert word(tied) == "tie"
-    worse = table.copy()
-    worse.loc["control", "r2_deg"] = 0.80
-    assert word(worse) == "does not hold"
-    one_seed = dict(m, per_seed={"ours": {"r2_deg": [0.72]}})
-    assert report.claim_verdict(table, one_seed, "r2_deg")[0] == "inconclusive"
-
-
-def test_every_committed_scoreboard_verdict_agrees_with_its_table():
-    """Each scoreboard row of reports/REPLICATION.md is recomputed from its saved table."""
-    from pathlib import Path
-
-    reports = Path(__file__).resolve().parent.parent / "reports"
-    text = (reports / "REPLICATION.md").read_text()
-    board = report.scoreboard([(m, df) for m, df in report.load_tables(reports) if m.get("part")])
-    assert board, "no scoreboard rows in the committed tables"
-    rows = [line for line in text.split("## Scoreboard", 1)[1].split("\n## ", 1)[0].splitlines()
-            if line.startswith("| ") and not line.startswith("| claim")]
-    assert len(rows) == len(board)
-    for line, row in zip(rows, board):
-        assert line.startswith(f"| {row['claim']} |") and line.endswith(f"**{row['verdict']}** |"), line
-    assert len(text.splitlines()) <= 210, "REPLICATION.md should stay a third of its former 624 lines"
+def test_distinct_trainings_are_counted_once(tmp_path):
+    """Two tables read from the same three checkpoints: the summary counts 3 trainings, not 6."""
+    report.save_table(three_seed_table(), "table1_toy", meta=paper_meta(), out_dir=tmp_path)
+    report.save_table(three_seed_table(), "table1_toy_within", meta=paper_meta(part="beyond", claim=None),
+                      out_dir=tmp_path)
+    text = report.write_replication(tmp_path).read_text()
+    assert "3 of the 3 distinct trainings" in text
 
 
 def test_write_replication_without_tables(tmp_path):
@@ -352,41 +328,6 @@ def test_regime_compares_what_control_leaves_unexplained():
     assert report.regime_sentences(no_paper, ["r2_all"]) == []
 
 
-# ------------------------------------------------------------------ the verdict function
-def test_verdict_clear_win_loss_tie_one_seed_and_inconclusive():
-    from scipy import stats
-
-    from xtcdr.report import verdict
-
-    win = verdict([0.80, 0.82, 0.81], 0.70, metric="r2_deg")
-    assert win.word == "beats" and win.low > 0
-    # by hand: differences 0.10, 0.12, 0.11 -> mean 0.11, sd 0.01, t(2) = 4.303
-    half = stats.t.ppf(0.975, 2) * 0.01 / np.sqrt(3)
-    assert win.mean == pytest.approx(0.11) and win.low == pytest.approx(0.11 - half)
-    assert win.high == pytest.approx(0.11 + half)
-    assert verdict([0.60, 0.61, 0.59], 0.70).word == "loses to"
-    tie = verdict([0.60, 0.80, 0.70], 0.69)
-    assert tie.word == "tie within the seed spread" and tie.low < 0 < tie.high
-    one = verdict([0.9], 0.1)
-    assert one.word == "no interval (one seed)" and np.isnan(one.low)
-    # a model still improving at its cap: no win, whatever the numbers
-    assert verdict([0.80, 0.82, 0.81], 0.70, converged=False).word == "inconclusive (still learning)"
-
-
-def test_verdict_pairs_per_seed_values_and_says_what_varies():
-    from xtcdr.report import verdict
-
-    # paired: the ablation loses on every seed by about 0.05 although the seeds spread widely
-    full = np.array([0.50, 0.70, 0.90])
-    paired = verdict(full - np.array([0.05, 0.051, 0.049]), full, varies="paired training seeds")
-    assert paired.word == "loses to"
-    assert "95% t interval over 3 paired training seeds" in paired.sentence()
-    assert paired.sentence().startswith("model vs baseline on : loses to (difference -0.050 [")
-    unpaired = verdict(full - 0.05, float(full.mean()))
-    assert unpaired.word == "tie within the seed spread"
-    assert "[" in paired.interval() and "(one seed)" in verdict([0.5], 0.4).interval()
-
-
 def test_readme_scoreboard_sentence_counts_the_committed_verdicts():
     """The README's sentence on where the claims stand counts the committed scoreboard's verdicts."""
     import re
@@ -394,15 +335,15 @@ def test_readme_scoreboard_sentence_counts_the_committed_verdicts():
     from pathlib import Path
 
     root = Path(__file__).resolve().parent.parent
-    board = report.scoreboard([(m, df) for m, df in report.load_tables(root / "reports") if m.get("part")])
+    board = [r for r in report.scoreboard([(m, df) for m, df in report.load_tables(root / "reports") if m.get("part")])
+             if r["section"] == "paper"]
     counts = Counter(row["verdict"] for row in board)
     readme = " ".join((root / "README.md").read_text().split())
     found = {word: int(n) for n, word in re.findall(
-        r"\*\*(\d+) (hold against control only|hold|are ties|do not hold|are inconclusive)\*\*", readme)}
-    assert re.search(rf"the paper's {len(board)} claims", readme)
+        r"\*\*(\d+) (hold against control only|hold|are equivalent|do not hold|are inconclusive)\*\*", readme)}
+    assert re.search(rf"of the {len(board)} claims", readme)
     assert found.get("hold", 0) == counts["holds"]
     assert found.get("hold against control only", 0) == counts["holds against control only"]
-    assert found.get("are ties", 0) == counts["tie"]
+    assert found.get("are equivalent", 0) == counts["equivalent"]
     assert found.get("do not hold", 0) == counts["does not hold"]
     assert found.get("are inconclusive", 0) == counts["inconclusive"]
-    assert counts["inconclusive"] or "none is inconclusive" in readme

@@ -17,69 +17,11 @@ import sys
 import time
 from pathlib import Path
 
-NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
-
-# (notebook stem, parameters) per profile. Each task's notebook runs on its own dataset.
-PLANS: dict[str, list[tuple[str, dict]]] = {
-    "quick": [
-        ("01_data_and_pairing", {"dataset": "synthetic_drugs"}),
-        ("02_model_and_losses", {}),
-        ("03_training", {"dataset": "synthetic_drugs"}),
-        ("04_sciplex_evaluation", {"dataset": "synthetic_drugs"}),
-        # the protocol choices of notebook 04 (gene selection, random splits) are measured once
-        ("04_sciplex_evaluation", {"dataset": "synthetic_drugs4", "compare_gene_selection": False,
-                                   "robustness_split_seeds": 0}),
-        ("05_genetic_perturbation", {"dataset": "synthetic_genes"}),
-        ("06_combinatorial", {"dataset": "synthetic_combo"}),
-        ("07_ablations", {"dataset": "synthetic_drugs"}),
-        ("08_transfer_across_contexts", {}),
-    ],
-    "paper": [
-        ("01_data_and_pairing", {"dataset": "sciplex3"}),
-        ("02_model_and_losses", {}),
-        ("03_training", {"dataset": "sciplex3"}),
-        ("04_sciplex_evaluation", {"dataset": "sciplex3"}),
-        ("04_sciplex_evaluation", {"dataset": "sciplex4", "compare_gene_selection": False,
-                                   "robustness_split_seeds": 0}),
-        ("05_genetic_perturbation", {"dataset": "replogle_k562"}),
-        ("05_genetic_perturbation", {"dataset": "replogle_rpe1"}),
-        ("06_combinatorial", {"dataset": "norman2019"}),
-        ("07_ablations", {"dataset": "sciplex3"}),
-    ],
-}
-# The kernelspec JupyterLab (4.x, ipykernel) writes when it opens a notebook; stored notebooks carry
-# it, so opening one does not mark it modified (and saving it does not make a diff).
-KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
-# notebooks of the drug-transfer path, which --dataset redirects
-DATASET_NOTEBOOKS = ("01_data_and_pairing", "03_training", "04_sciplex_evaluation", "07_ablations")
-
-
-def plan(profile: str, dataset: str | None = None, only: list[str] | None = None,
-         seeds: int | None = None, notebook_dir: Path | None = None) -> list[tuple[str, dict, str]]:
-    """The runs: (notebook stem, parameters, output name) for notebooks that exist."""
-    notebook_dir = Path(notebook_dir or NOTEBOOK_DIR)
-    runs, seen = [], set()
-    for stem, params in PLANS[profile]:
-        if not (notebook_dir / f"{stem}.ipynb").exists():
-            continue
-        if only and not any(stem.startswith(o) for o in only):
-            continue
-        params = dict(params, profile=profile)
-        if dataset and stem in DATASET_NOTEBOOKS:
-            params["dataset"] = dataset
-        if seeds is not None:
-            params["n_seeds"] = seeds
-        key = (stem, params.get("dataset"))
-        if key in seen:
-            continue
-        seen.add(key)
-        runs.append((stem, params))
-    counts = {s: sum(1 for r in runs if r[0] == s) for s, _ in runs}
-    return [(s, p, s if counts[s] == 1 else f"{s}_{p['dataset']}") for s, p in runs]
+from .runs import DATASET_NOTEBOOKS, KERNELSPEC, NOTEBOOK_DIR, NOTEBOOK_ORDER, PLANS, plan  # noqa: F401
 
 
 def replicate(profile: str = "quick", dataset: str | None = None, out: str = "reports",
-              only: list[str] | None = None, seeds: int | None = None, grid: bool = True,
+              only: list[str] | None = None, worlds: int | None = None, grid: bool = True,
               workers: int | None = None) -> int:
     import papermill as pm
 
@@ -99,12 +41,12 @@ def replicate(profile: str = "quick", dataset: str | None = None, out: str = "re
         for sub in ("tables", "figures", "notebooks"):
             shutil.rmtree(out_dir / sub, ignore_errors=True)
     (out_dir / "notebooks").mkdir(parents=True, exist_ok=True)
-    runs = plan(profile, dataset, only, seeds)
+    runs = plan(profile, dataset, only, worlds)
     if not runs:
         print(f"no notebooks to run in {NOTEBOOK_DIR}", file=sys.stderr)
         return 2
     if grid:
-        code = train_grid(profile, dataset, only, seeds, workers=workers)
+        code = train_grid(profile, dataset, only, worlds, workers=workers)
         if code:
             return code
     jobs = []
@@ -116,7 +58,7 @@ def replicate(profile: str = "quick", dataset: str | None = None, out: str = "re
         jobs.append((stem, params, name, str(out_dir / "notebooks" / f"{name}.ipynb")))
     # the longest first, so that side by side the last one to finish is short
     jobs.sort(key=lambda job: NOTEBOOK_ORDER.index(job[0][:2]) if job[0][:2] in NOTEBOOK_ORDER else 99)
-    from .pipeline import run_notebooks
+    from .runs import run_notebooks
 
     failed = run_notebooks(jobs, workers, NOTEBOOK_DIR)
     if failed:
@@ -129,18 +71,14 @@ def replicate(profile: str = "quick", dataset: str | None = None, out: str = "re
     return 0
 
 
-# notebooks by decreasing running time (after the grid has trained every model)
-NOTEBOOK_ORDER = ["04", "07", "08", "05", "06", "03", "01", "02"]
-
-
 def train_grid(profile: str = "quick", dataset: str | None = None, only: list[str] | None = None,
-               seeds: int | None = None, *, dry_run: bool = False, executor: str = "local",
+               worlds: int | None = None, *, dry_run: bool = False, executor: str = "local",
                workers: int | None = None, slurm: dict | None = None) -> int:
     """Plan the trainings of a replication and run those not cached yet (`xtcdr.grid`)."""
     from . import grid
 
     t0 = time.perf_counter()
-    trainings = grid.plan(profile, only, seeds, dataset)
+    trainings = grid.plan(profile, only, worlds, dataset)
     rows = grid.status(trainings)
     cached = sum(r["state"] == "cached" for r in rows)
     print(f"[train-grid] {len(trainings)} trainings planned ({profile} profile), {cached} cached, "
@@ -225,7 +163,9 @@ def main(argv=None) -> int:
     rep.add_argument("--out", default="reports", help="output folder (default: reports)")
     rep.add_argument("--notebooks", default=None,
                      help="comma-separated notebook prefixes to run, e.g. 01,04 (default: all)")
-    rep.add_argument("--seeds", type=int, default=None, help="number of training seeds (n_seeds)")
+    rep.add_argument("--worlds", "--seeds", dest="worlds", type=int, default=None,
+                     help="number of worlds (a twin drawn with seed s, its held-out set, training seed s; "
+                          "on real data a fold): every notebook's n_worlds (default 3)")
     rep.add_argument("--report-only", action="store_true",
                      help="only regenerate REPLICATION.md from the saved tables")
     rep.add_argument("--no-grid", action="store_true",
@@ -237,7 +177,8 @@ def main(argv=None) -> int:
     tg.add_argument("--profile", default="quick", choices=sorted(PLANS))
     tg.add_argument("--dataset", default=None)
     tg.add_argument("--notebooks", default=None, help="comma-separated notebook prefixes, e.g. 04,07")
-    tg.add_argument("--seeds", type=int, default=None, help="number of training seeds (n_seeds)")
+    tg.add_argument("--worlds", "--seeds", dest="worlds", type=int, default=None,
+                    help="number of worlds (every notebook's n_worlds)")
     tg.add_argument("--dry-run", action="store_true", help="print the plan and what is cached; train nothing")
     tg.add_argument("--executor", default="local", choices=["local", "submitit-local", "slurm"],
                     help="local worker processes, submitit's local executor, or a SLURM job array")
@@ -259,14 +200,14 @@ def main(argv=None) -> int:
                                    ("cpus_per_task", args.cpus_per_task), ("timeout_min", args.timeout_min),
                                    ("slurm_array_parallelism", args.max_parallel)) if v is not None}
         only = args.notebooks.split(",") if args.notebooks else None
-        return train_grid(args.profile, args.dataset, only, args.seeds, dry_run=args.dry_run,
+        return train_grid(args.profile, args.dataset, only, args.worlds, dry_run=args.dry_run,
                           executor=args.executor, workers=args.workers, slurm=slurm)
     if args.report_only:
         from .report import write_replication
         print(write_replication(Path(args.out)))
         return 0
     only = args.notebooks.split(",") if args.notebooks else None
-    return replicate(args.profile, args.dataset, args.out, only, args.seeds, grid=not args.no_grid,
+    return replicate(args.profile, args.dataset, args.out, only, args.worlds, grid=not args.no_grid,
                      workers=args.workers)
 
 

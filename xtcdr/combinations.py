@@ -23,15 +23,129 @@ import numpy as np
 import pandas as pd
 
 from .evaluate import _deg_positions, dense_float32, evaluate_transfer
-from .experiments import ORACLE, Evaluation, additive_noise, same_double, subset
+from .experiments import ORACLE, Evaluation
 from .report import method_table
 
-__all__ = ["RESIDUAL_METRICS", "add_oracle", "group_evaluations", "residual_columns", "residual_table",
+__all__ = ["same_double", "interaction_residuals", "interaction_groups", "additive_noise", "subset",
+           "RESIDUAL_METRICS", "add_oracle", "group_evaluations", "residual_columns", "residual_table",
            "residual_energy", "control_code_offset", "figure_double", "fifth_loss_facts"]
 
 # the residual scores shown: the direction on the DEGs, the share removed on all genes and on the
 # DEGs (on all genes the residual is mostly sampling noise, `residual_energy`)
 RESIDUAL_METRICS = ["residual_pcc_deg", "residual_r2", "residual_r2_deg"]
+
+
+def subset(evaluation: Evaluation, perturbations) -> Evaluation:
+    """The same evaluation restricted to the conditions of ``perturbations`` (e.g. the doubles a
+    simulator marks as interacting); every method keeps the same conditions."""
+    keep = {str(p) for p in perturbations}
+    return evaluation.restrict(lambda df: df["perturbation"].astype(str).isin(keep))
+
+
+def same_double(a: str, b: str, sep: str = "+") -> bool:
+    """Whether two combination names hold the same singles in any order ('A+B' == 'B+A')."""
+    return sorted(str(a).split(sep)) == sorted(str(b).split(sep))
+
+
+def interaction_residuals(adata, tasks, predictors: dict, *, additive, reference=None) -> pd.DataFrame:
+    """How well each predictor's departure from additivity matches the reference's, per double.
+
+    For a double a+b, with ``A`` the additive prediction (control + both measured single effects,
+    `xtcdr.baselines.AdditiveBaseline`) and ``O`` the reference's mean profile (the replicate
+    oracle on a twin, else the observed mean), the *true residual* is ``O - A`` (what additivity
+    misses) and a predictor's *predicted residual* is ``M - A``. Returns one row per (method,
+    condition): ``residual_pcc`` / ``residual_pcc_deg`` (Pearson correlation of the two
+    residuals over all genes / the condition's DEGs; NaN for a zero residual),
+    ``residual_r2`` / ``residual_r2_deg`` = 1 - |O - M|^2 / |O - A|^2 (the share of the true
+    residual's energy the predictor removes: > 0 exactly when it is closer to the reference than
+    the additive prediction is; 0 for the additive baseline itself), and the norms of both
+    residuals (``true_norm``, ``pred_norm``).
+
+    ``predictors``: label -> fitted `xtcdr.evaluate.Predictor`; ``additive`` and ``reference``
+    are fitted predictors too; ``reference=None`` uses the observed mean of the scored cells
+    (real data: it carries their sampling noise, so even a perfect predictor scores below 1). Each task's prediction is the mean over its sources, as in
+    `xtcdr.evaluate.evaluate_transfer`.
+    """
+    from .evaluate import _deg_positions, dense_float32, pearson
+
+    X = dense_float32(adata.X)
+
+    def mean_prediction(predictor, task):
+        return np.mean([np.asarray(predictor.predict(X, task, s), dtype=np.float64)
+                        for s in task.sources], axis=0)
+
+    def share(true_res, pred_res):
+        denominator = float(np.sum(true_res ** 2))
+        return 1.0 - float(np.sum((true_res - pred_res) ** 2)) / denominator if denominator > 0 else float("nan")
+
+    rows = []
+    for task in tasks:
+        degs = (np.asarray(task.deg_idx, dtype=np.int64) if task.deg_idx is not None
+                else _deg_positions(adata, task.condition))
+        base = mean_prediction(additive, task)
+        ref = (X[task.target_idx].mean(0, dtype=np.float64) if reference is None
+               else mean_prediction(reference, task))
+        true_res = ref - base
+        for label, predictor in predictors.items():
+            pred_res = mean_prediction(predictor, task) - base
+            rows.append({"method": label, "condition": task.condition,
+                         "perturbation": task.perturbation,
+                         "residual_pcc": pearson(true_res, pred_res),
+                         "residual_pcc_deg": pearson(true_res[degs], pred_res[degs]) if degs.size > 1 else float("nan"),
+                         "residual_r2": share(true_res, pred_res),
+                         "residual_r2_deg": share(true_res[degs], pred_res[degs]) if degs.size > 1 else float("nan"),
+                         "true_norm": float(np.linalg.norm(true_res)),
+                         "pred_norm": float(np.linalg.norm(pred_res))})
+    return pd.DataFrame(rows)
+
+
+
+
+def interaction_groups(adata, doubles) -> dict[str, list[str]]:
+    """Split ``doubles`` into ``"additive"`` and ``"interacting"`` by a simulator's truth.
+
+    Reads ``adata.uns['truth']['interacting']`` (the doubles given a latent interaction by
+    `xtcdr.synthetic`; names compared in any order of their singles). For analysis only: the
+    protocol never reads the truth. Raises KeyError on data without a truth (real data).
+    """
+    truth = adata.uns.get("truth", {})
+    if "interacting" not in truth:
+        raise KeyError("adata.uns['truth']['interacting'] is missing: only the synthetic twins know "
+                       "which doubles interact (real data has no such list).")
+    interacting = [str(p) for p in np.asarray(truth["interacting"]).ravel()]
+    groups = {"additive": [], "interacting": []}
+    for d in doubles:
+        key = "interacting" if any(same_double(d, p) for p in interacting) else "additive"
+        groups[key].append(str(d))
+    return groups
+
+
+
+
+def additive_noise(X: np.ndarray, task, reference_cells: np.ndarray | None = None, genes=None) -> float:
+    """Expected squared norm of the sampling noise in ``O - A`` for one double (cells independent).
+
+    ``A = mean(x^a) + mean(x^b) - mean(x^ctrl)`` over the task's input cells (the additive
+    prediction), ``O`` the mean of ``reference_cells`` (rows of a reference experiment, e.g. the
+    oracle's replicate; None: no reference noise). Each mean of n cells carries the variance
+    var_g / n per gene; the variances of independent means add. Summed over ``genes`` (all when
+    None). Subtract it from ``|O - A|^2`` to estimate the systematic non-additive part.
+    """
+    cols = slice(None) if genes is None else np.asarray(genes)
+
+    def var_of_mean(rows):
+        values = np.asarray(rows, dtype=np.float64)[:, cols]
+        return values.var(0, ddof=1) / values.shape[0] if values.shape[0] > 1 else np.zeros(values.shape[1])
+
+    total = var_of_mean(X[np.asarray(task.control_idx)])
+    for rows, _ in task.sources[0].components:
+        total = total + var_of_mean(X[np.asarray(rows)])
+    if reference_cells is not None:
+        total = total + var_of_mean(reference_cells)
+    return float(np.sum(total))
+
+
+__all__ += ["additive_noise"]
 
 
 def add_oracle(result: Evaluation, adata, tasks: dict, dataset: str):

@@ -118,7 +118,10 @@ class TrainConfig:
     signal has improved by ``min_delta`` (relative to its best value) for ``patience`` steps, or
     at ``max_steps`` (a model stopped there while still improving gives *inconclusive* verdicts).
     ``epochs`` optionally caps the number of passes over the training pairs as well (None: steps
-    only). ``schedule="step"`` is the released StepLR(step 8 epochs,
+    only). The transfer validation is noisy from check to check (a handful of held-back
+    conditions): ``transfer_window`` > 1 makes its monitor read the mean of its last
+    ``transfer_window`` checks (the weights kept are those at the end of the best window), and
+    ``transfer_min_steps`` gives it a warm-up of its own. ``schedule="step"`` is the released StepLR(step 8 epochs,
     gamma 0.5).
     """
 
@@ -127,6 +130,8 @@ class TrainConfig:
     eval_every: int = 100
     patience: int = 2_000
     min_delta: float = 0.005
+    transfer_window: int = 1     # the transfer monitor reads the mean of its last k checks (1: raw)
+    transfer_min_steps: int | None = None  # the transfer monitor's own warm-up (None: min_steps)
     epochs: int | None = None
     batch_size: int = 512
     lr: float = 2e-4
@@ -147,6 +152,9 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{name} must be a positive integer, got {getattr(self, name)!r}")
         if self.min_steps < 0 or self.min_delta < 0 or (self.epochs is not None and self.epochs < 0):
             raise ValueError("TrainConfig.min_steps, min_delta and epochs must not be negative")
+        if int(self.transfer_window) < 1 or (self.transfer_min_steps is not None and self.transfer_min_steps < 0):
+            raise ValueError(f"TrainConfig.transfer_window must be >= 1 and transfer_min_steps >= 0 (or None), "
+                             f"got {self.transfer_window!r}, {self.transfer_min_steps!r}")
 
 
 @dataclass(frozen=True)
@@ -205,7 +213,9 @@ def get_profile(name: str | Profile) -> Profile:
     cap = os.environ.get("XTCDR_MAX_STEPS")
     if cap:  # the warm-up shrinks with the cap, so that the selection of best weights still runs
         cap = min(prof.train.max_steps, int(cap))
-        prof = replace(prof, train=replace(prof.train, max_steps=cap, min_steps=min(prof.train.min_steps, cap // 3)))
+        warm = prof.train.transfer_min_steps
+        prof = replace(prof, train=replace(prof.train, max_steps=cap, min_steps=min(prof.train.min_steps, cap // 3),
+                                           transfer_min_steps=None if warm is None else min(warm, cap // 3)))
     return prof
 
 

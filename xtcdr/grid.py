@@ -31,7 +31,7 @@ from pathlib import Path
 from .config import Profile, get_profile
 
 __all__ = ["Training", "plan", "notebook_trainings", "run", "status", "run_training",
-           "GridResult", "EXECUTORS"]
+           "GridResult", "EXECUTORS", "DEV_CURVE_WORLD"]
 
 EXECUTORS = ("local", "submitit-local", "slurm")
 
@@ -80,9 +80,9 @@ class Training:
         """A short readable name: dataset, overrides, split seed and training seed."""
         parts = [self.dataset]
         parts += [f"{k}={v}" for k, v in (*self.data, *self.train, *self.weights, *self.model)]
-        if self.prepare_seed:
-            parts.append(f"split {self.prepare_seed}")
-        parts.append(f"seed {self.seed}")
+        parts.append(f"world {self.prepare_seed}")
+        if self.seed != self.prepare_seed:
+            parts.append(f"training seed {self.seed}")
         return ", ".join(parts) + (" (teaching curve)" if self.curve else "")
 
     def prepare(self, data_dir=None):
@@ -117,7 +117,7 @@ def notebook_parameters(stem: str, overrides: dict | None = None, notebook_dir: 
     """A notebook's parameters: the defaults of its ``parameters`` cell, then ``overrides``."""
     import papermill as pm
 
-    from .__main__ import NOTEBOOK_DIR
+    from .runs import NOTEBOOK_DIR
 
     path = Path(notebook_dir or NOTEBOOK_DIR) / f"{stem}.ipynb"
     params = {}
@@ -133,30 +133,36 @@ def notebook_parameters(stem: str, overrides: dict | None = None, notebook_dir: 
 def notebook_trainings(stem: str, params: dict) -> list[Training]:
     """The trainings notebook ``stem`` (e.g. ``"04_sciplex_evaluation"``) needs with ``params``.
 
-    The notebooks build their models from the same records (`Training.train_kwargs`), so the keys
-    agree by construction.
+    World *s* of a twin is its draw with seed *s* and a model trained with seed *s*
+    (``prepare_seed=s, seed=s``); on real data *s* is a fold. The notebooks build their models from
+    the same records (`Training.train_kwargs`), so the keys agree by construction.
     """
     from . import ablations, transfer
 
     number = stem[:2]
     profile = params.get("profile", "quick")
     dataset = params.get("dataset")
-    seeds = range(int(params.get("n_seeds", 1)))
+    worlds = range(int(params.get("n_worlds", 1)))
     out: list[Training] = []
 
     def add(**kw):
         out.append(Training.make(kw.pop("dataset", dataset), profile=profile, notebooks=(stem,), **kw))
 
+    def add_worlds(**kw):
+        for s in worlds:
+            add(seed=s, prepare_seed=s, **kw)
+
     if number == "03":
         add(seed=int(params.get("seed", 0)), prepare_seed=int(params.get("seed", 0)))
     elif number == "04":
-        for s in seeds:
-            add(seed=s)
+        add_worlds()
+        for t in range(1, int(params.get("training_seeds", 0))):  # what training alone varies, world 0
+            add(seed=t, prepare_seed=0)
         k = params.get("_k")  # the random rule holds out as many drugs as the paper rule
-        for split_seed in range(int(params.get("robustness_split_seeds", 0))):
-            add(seed=0, prepare_seed=split_seed, data={"test_rule": "random", "n_test": k})
+        for s in range(int(params.get("random_rule_worlds", 0))):
+            add(seed=s, prepare_seed=s, data={"test_rule": "random", "n_test": k})
         if params.get("compare_gene_selection"):
-            add(seed=0, data={"hvg_cells": "non_test"})
+            add(seed=0, prepare_seed=0, data={"hvg_cells": "non_test"})
     elif number in ("05", "06"):
         extra = {}
         if number == "06" and float(params.get("combo_weight", 0.0)) > 0:
@@ -164,36 +170,39 @@ def notebook_trainings(stem: str, params: dict) -> list[Training]:
                      "data": {"test_rule": "doubles", "n_test": int(params["n_test_doubles"])}}
         elif number == "06" and int(params.get("n_test_doubles", 0)) > 0:
             extra = {"data": {"test_rule": "doubles", "n_test": int(params["n_test_doubles"])}}
-        for s in seeds:
-            add(seed=s, **extra)
+        add_worlds(**extra)
     elif number == "07":
         for name in ablations.CONFIGURATIONS:
             weights = {} if ablations.CONFIGURATIONS[name] is None else {ablations.CONFIGURATIONS[name]: 0.0}
-            for s in seeds:
-                add(seed=s, weights=weights)
+            add_worlds(weights=weights)
     elif number == "08" and not params.get("dataset_path"):
         names = transfer.task_names(params.get("tasks", "default"))
         for task in names:
             for training in transfer.variant_training(params.get("variants", "default")):
-                for s in seeds:
-                    add(dataset=transfer.TASKS[task]["dataset"], seed=s, **training)
-        add(dataset=transfer.TASKS[names[0]]["dataset"], seed=0, curve=True)  # section 1c
+                add_worlds(dataset=transfer.TASKS[task]["dataset"], **training)
+        world = int(params.get("curve_world", DEV_CURVE_WORLD))  # the teaching curve: a development world
+        add(dataset=transfer.TASKS[names[0]]["dataset"], seed=world, prepare_seed=world, curve=True)
     return out
 
 
-def plan(profile: str = "quick", notebooks: list[str] | None = None, seeds: int | None = None,
+# The teaching curve (notebook 08) tracks a test score, so it is drawn on a development world that
+# no report uses (tests/benchmarks/bench_convergence.py: DEV_WORLDS).
+DEV_CURVE_WORLD = 100
+
+
+def plan(profile: str = "quick", notebooks: list[str] | None = None, worlds: int | None = None,
          dataset: str | None = None, data_dir=None) -> list[Training]:
     """Every training of ``python -m xtcdr replicate`` with these arguments, without duplicates.
 
-    Each notebook's parameters are its defaults, the replication plan's (`xtcdr.__main__.PLANS`)
+    Each notebook's parameters are its defaults, the replication plan's (`xtcdr.runs.PLANS`)
     and the arguments here, exactly as ``replicate`` passes them to papermill.
     """
-    from .__main__ import plan as replicate_plan
+    from .runs import plan as replicate_plan
 
     merged: dict[Training, set] = {}
-    for stem, params, _ in replicate_plan(profile, dataset, notebooks, seeds):
+    for stem, params, _ in replicate_plan(profile, dataset, notebooks, worlds):
         params = notebook_parameters(stem, params)
-        if stem.startswith("04") and params.get("robustness_split_seeds"):
+        if stem.startswith("04") and params.get("random_rule_worlds"):
             adata = Training.make(params["dataset"], profile=profile).prepare(data_dir)
             params["_k"] = int(adata.uns["xtcdr"]["split"]["k"])
         for t in notebook_trainings(stem, params):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,12 +22,12 @@ from .config import LossWeights, ModelConfig, Profile, TrainConfig, config_hash,
 from .pairing import assign_split
 from .preprocess import preprocess
 
-__all__ = ["prepare", "train_or_load", "checkpoint_dir", "dataset_name", "data_key", "env_override",
-           "PREPARE_VERSION", "run_notebooks"]
+__all__ = ["prepare", "load_world", "train_or_load", "checkpoint_dir", "dataset_name", "data_key", "env_override",
+           "PREPARE_VERSION"]
 
 # Part of the cache key of prepared data: raise it whenever preprocessing or the split changes what
 # prepare returns for the same settings, so that no stale file is read from data/processed/.
-PREPARE_VERSION = 2
+PREPARE_VERSION = 3
 
 
 def env_override(name: str, value, cast=str):
@@ -68,7 +67,9 @@ def prepare(dataset: str | ad.AnnData, *, profile: str | Profile = "quick", seed
         fractions), or a `Profile` (e.g. ``dataclasses.replace`` of one with another
         ``DataConfig``, such as ``test_rule="random"`` or ``hvg_cells="non_test"``).
     seed
-        Seed of the split (held-out perturbations when no list is published, validation cells).
+        The world: for a synthetic twin the draw (`load_world`) and its split; for real data the
+        split (held-out perturbations when no list is published or the fold of
+        ``test_rule="kfold"``, the transfer validation, validation cells).
     test_perturbations
         Override the held-out perturbations (default: the dataset's published list or a seeded
         choice, see ``xtcdr.pairing.assign_split``).
@@ -91,15 +92,18 @@ def prepare(dataset: str | ad.AnnData, *, profile: str | Profile = "quick", seed
             if verbose:
                 print(f"prepare: using cached {cache.relative_to(data_dir.parent) if data_dir.parent in cache.parents else cache}")
             return ad.read_h5ad(cache)
-        raw = datasets.load(name, data_dir=data_dir)
+        raw = load_world(name, seed, data_dir=data_dir)
     adata = _preprocess_and_split(raw, cfg, seed, test_perturbations)
     if cfg.hvg_cells == "non_test":
-        # choose the genes again without the held-out cells; the held-out list stays the same
-        held_out = list(adata.uns["xtcdr"]["split"]["test_perturbations"])
-        first_split = dict(adata.uns["xtcdr"]["split"])
-        adata = _preprocess_and_split(raw, cfg, seed, held_out, hvg_exclude=held_out)
-        first_split["test_perturbations"] = held_out
-        adata.uns["xtcdr"]["split"] = first_split
+        # choose the genes again without the held-out cells; the split is drawn once and kept as
+        # it is (cell by cell), so only the genes and what depends on them change
+        first = adata
+        held_out = list(first.uns["xtcdr"]["split"]["test_perturbations"])
+        adata = preprocess(raw, n_top_genes=cfg.n_top_genes, n_degs=cfg.n_degs, min_log2fc=cfg.min_log2fc,
+                           deg_rule=cfg.deg_rule, hvg_exclude=held_out)
+        adata.obs["split"] = first.obs["split"].reindex(adata.obs_names).to_numpy()
+        adata.obs["split"] = adata.obs["split"].astype("category")
+        adata.uns["xtcdr"]["split"] = dict(first.uns["xtcdr"]["split"])
     info = dict(adata.uns["xtcdr"])
     info.update(dataset=name, profile=prof.name, prepare_seed=int(seed), version=_package_version())
     adata.uns["xtcdr"] = info
@@ -108,6 +112,23 @@ def prepare(dataset: str | ad.AnnData, *, profile: str | Profile = "quick", seed
         if verbose:
             print(f"prepare: wrote {cache.name} ({adata.n_obs} cells x {adata.n_vars} genes)")
     return adata
+
+
+def load_world(name: str, seed: int = 0, *, data_dir=None) -> ad.AnnData:
+    """The raw data of world ``seed`` of dataset ``name``.
+
+    A synthetic twin is drawn anew with ``seed`` (`xtcdr.synthetic.simulate`): seed *s* is world
+    *s*, whose held-out set the split rule then chooses on that draw (`prepare` passes the same
+    seed to the split). Real data are the same cells for every seed; there the seed picks the split
+    (for ``test_rule="kfold"`` the fold).
+    """
+    from .synthetic import TWINS, simulate
+
+    if name in TWINS:
+        adata = simulate(name, seed=int(seed))
+        datasets.validate_schema(adata)
+        return adata
+    return datasets.load(name, data_dir=data_dir)
 
 
 def _twin_settings(name: str) -> list:
@@ -212,7 +233,7 @@ def train_or_load(adata: ad.AnnData, *, profile: str | Profile = "quick", seed: 
                       f"steps, stopped: {summary['stop_reason']}; weights: best {summary['selected']})")
             model.to(dev).eval()
             history = pd.DataFrame(state["history"])
-            history.attrs["training"] = summary
+            history.attrs["training"] = dict(summary, checkpoint=ckpt_dir.name)
             return model, history
     if force and ckpt.exists():
         ckpt.unlink()
@@ -223,54 +244,5 @@ def train_or_load(adata: ad.AnnData, *, profile: str | Profile = "quick", seed: 
               f"steps, early stopping, seed {tcfg.seed}) -> {ckpt_dir.name}")
     history = fit(model, adata, tcfg, device=dev, checkpoint_dir=ckpt_dir, resume=True,
                   progress=progress, select=select)
+    history.attrs["training"] = dict(history.attrs.get("training", {}), checkpoint=ckpt_dir.name)
     return model, history
-
-
-# ------------------------------------------------------------------ notebooks side by side
-def _execute(stem: str, params: dict, name: str, target: str, notebook_dir: str) -> tuple[str, str, float]:
-    """Run one notebook with papermill (in a worker process); returns (name, error or "", seconds)."""
-    import papermill as pm
-
-    os.environ.setdefault("OMP_NUM_THREADS", "1")  # side by side: one core each
-    t0 = time.perf_counter()
-    try:
-        pm.execute_notebook(str(Path(notebook_dir) / f"{stem}.ipynb"), target,
-                            parameters=params, cwd=str(notebook_dir), kernel_name="python3",
-                            progress_bar=False)
-    except pm.PapermillExecutionError as err:
-        return name, (f"cell {err.cell_index} (execution count {err.exec_count}):\n  {err.ename}: "
-                      f"{err.evalue}"), time.perf_counter() - t0
-    return name, "", time.perf_counter() - t0
-
-
-def run_notebooks(jobs: list[tuple[str, dict, str, str]], workers: int | None = None, notebook_dir=None):
-    """Execute ``(stem, parameters, name, target)`` jobs with papermill, ``workers`` at a time
-    (default: one per core), each in its own process with its own kernel. Returns None, or
-    ``(stem, name, target, error)`` of the first notebook that failed (the ones already running
-    finish; no new one starts)."""
-    import concurrent.futures as cf
-    import multiprocessing as mp
-
-    workers = max(1, int(workers or os.cpu_count() or 1))
-    by_name = {name: (stem, target) for stem, _, name, target in jobs}
-    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
-        pending = {}
-        queue = list(jobs)
-        failed = None
-        while queue or pending:
-            while queue and len(pending) < workers and failed is None:
-                stem, params, name, target = queue.pop(0)
-                print(f"[replicate] {name}  {params}", flush=True)
-                pending[pool.submit(_execute, stem, params, name, target, str(notebook_dir))] = name
-            if not pending:
-                break
-            done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
-            for future in done:
-                pending.pop(future)
-                name, error, seconds = future.result()
-                if error and failed is None:
-                    failed = (by_name[name][0], name, by_name[name][1], error)
-                print(f"[replicate] {name} {'FAILED' if error else 'done'} in {seconds:.0f} s", flush=True)
-            if failed is not None:
-                queue.clear()
-    return failed

@@ -2,13 +2,14 @@
 
 A notebook saves each result table with ``save_table(df, name, meta=..., out_dir=...)``: the
 CSV in ``reports/tables/<name>.csv`` and its parameters in ``<name>.json`` (dataset, profile,
-seeds, versions, date, the paper table it mirrors). ``write_replication(out_dir)`` reads every
-table that names a paper table and writes REPLICATION.md: the paper's numbers beside ours and the
-baselines, and a plain sentence for every baseline the model does or does not beat.
+worlds, versions, date, the paper table it mirrors, every row's per-world values and how each
+model's training went). ``write_replication(out_dir)`` reads every table that has a ``part`` and
+writes REPLICATION.md: the claims scoreboard, then the paper's tables, then the rest, every
+verdict from `xtcdr.verdicts`.
 
 Table layout (rows = methods): index ``method``; column ``kind`` in ``paper`` (numbers printed
 in the paper), ``model`` (ours), ``baseline``, ``oracle``; one column per metric (the mean over
-seeds) and optionally ``<metric>_sd`` (the standard deviation over seeds).
+worlds of each world's statistic) and ``<metric>_sd`` (the standard deviation over worlds).
 """
 from __future__ import annotations
 
@@ -16,14 +17,18 @@ import datetime as _dt
 import json
 import os
 import platform
+import textwrap
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-__all__ = ["save_table", "save_figure", "load_tables", "write_replication", "versions",
-           "reports_dir", "markdown_table", "verdicts", "close_calls", "oracle_verdicts",
-           "regime_sentences", "profile_lines"]
+from .paper import PAPER
+from .verdicts import (MARGIN, SCORE_WORDS, WORLDS, convergence_line, fmt, scoreboard, scoreboard_markdown,
+                       table_verdicts, verdict_markdown)
+
+__all__ = ["reports_dir", "versions", "save_table", "save_figure", "load_tables", "markdown_table",
+           "regime_sentences", "summary_values", "method_table", "wrap", "section_markdown",
+           "write_replication", "READINGS", "DIFFERENCES", "PROFILE_NOTES"]
 
 
 def reports_dir(out_dir: str | Path = "reports") -> Path:
@@ -68,22 +73,14 @@ def save_figure(fig, name: str, *, out_dir: str | Path = "reports", dpi: int = 1
 
 
 def load_tables(out_dir: str | Path = "reports") -> list[tuple[dict, pd.DataFrame]]:
-    """Every saved table with its meta, in paper-table order."""
+    """Every saved table with its meta, in report order (``meta['order']``, then the name)."""
     tables = []
     for meta_path in sorted((Path(out_dir) / "tables").glob("*.json")):
         meta = json.loads(meta_path.read_text())
         csv = meta_path.with_suffix(".csv")
         if csv.exists():
             tables.append((meta, pd.read_csv(csv, index_col=0)))
-    return sorted(tables, key=lambda t: (str(t[0].get("paper_table", "~")), t[0]["name"]))
-
-
-def _fmt(row: pd.Series, metric: str) -> str:
-    value = row.get(metric)
-    if value is None or pd.isna(value):
-        return ""
-    sd = row.get(f"{metric}_sd")
-    return f"{value:.3f} ± {sd:.3f}" if sd is not None and not pd.isna(sd) else f"{value:.3f}"
+    return sorted(tables, key=lambda t: (str(t[0].get("order", t[0].get("paper_table", "~"))), t[0]["name"]))
 
 
 def markdown_table(df: pd.DataFrame, metrics: list[str]) -> str:
@@ -91,35 +88,37 @@ def markdown_table(df: pd.DataFrame, metrics: list[str]) -> str:
     lines = ["| method | kind | " + " | ".join(metrics) + " |",
              "|---|---|" + "---|" * len(metrics)]
     for method, row in df.iterrows():
-        lines.append(f"| {method} | {row.get('kind', '')} | "
-                     + " | ".join(_fmt(row, m) for m in metrics) + " |")
+        lines.append(f"| {method} | {row.get('kind', '')} | " + " | ".join(fmt(row, m) for m in metrics) + " |")
     return "\n".join(lines)
 
 
 READINGS = (
     "**Two readings of \"unseen\".** The paper combines a held-out perturbation's code with \"the basal "
-    "state derived from corresponding unperturbed expression profiles\": source and target in one line "
+    "state derived from corresponding unperturbed expression profiles\": source and target in one context "
     "(*within-context*; here the condition's cells are split into seeded disjoint halves, one read, one "
-    "scored). The released code's prediction reads a perturbed cell of line A and a control cell of line B "
-    "(*cross-context*, transfer to a new context). Tables 1-2 and 5 are read cross-context (main tables), "
-    "Table 3 within-context (the authors' split: halves of the held-out knockdowns' cells), Table 4 from "
-    "the measured singles; the other readings are under \"Beyond the paper\". This reading is ours.")
+    "scored). The released code's prediction reads a perturbed cell of context A and a control cell of "
+    "context B (*cross-context*, transfer to a new context). Tables 1-2 and 5 are read cross-context (main "
+    "tables), Table 3 within-context (the authors' split: halves of the held-out knockdowns' cells), Table 4 "
+    "from the measured singles; the other readings are under \"Beyond the paper\". This reading is ours.")
 
 # The choices where we had to decide for the paper or differ from it, one sentence each.
 DIFFERENCES = [
     "**Where the protocol differs from the paper, or decides where it is silent:**",
-    "- Held-out set on the twins: the k perturbations with the most DEGs against same-line controls, "
+    "- Verdicts cover worlds: on a twin, world s is the twin drawn with seed s, its held-out set chosen by "
+    "the table's rule on that draw and a model trained with seed s (the paper reports one split and one "
+    "run); on real data, folds over held-out perturbations.",
+    "- Held-out set on the twins: the k perturbations with the most DEGs against same-context controls, "
     "measured from the data (rule `strongest`), for the paper's \"most effective\" drugs.",
     "- DEGs: the paper's threshold (log2 |fc| >= 1) and number (50), ranked by Welch t-score (the paper "
     "gives no ranking); highly variable genes chosen on all cells, as the released code does.",
     "- Loss weights all 1 (the paper gives none); models trained until their validation stops improving "
-    "(the paper: 60 epochs), cross-context tables on the weights of the transfer validation.",
+    "(the paper: 60 epochs), cross-context tables on the weights of the transfer validation; the quick "
+    "profile's settings chosen on development worlds that no report uses.",
     "- Cross-context predictions pair each target control cell with a measured source cell, as the "
-    "released `predict` does, averaged over controls and then over source lines.",
-    "- Baselines beyond the paper's Baseline (source shift, train mean, additive) and the replicate "
-    "oracle are ours.",
+    "released `predict` does, averaged over controls and then over source contexts.",
+    "- Baselines beyond the paper's Baseline (source shift, train mean, additive, linear transfer, "
+    "additive linear), the replicate oracle and the metrics beyond R^2/EV/Pearson are ours.",
 ]
-
 
 # What each profile means, printed at the top of the report so no reader takes a quick CPU run
 # for the paper's settings.
@@ -160,10 +159,12 @@ def regime_sentences(df: pd.DataFrame, metrics: list[str], tolerance: float = 1.
 
 
 def summary_values(results: pd.DataFrame, columns: list[str]) -> dict[str, float]:
-    """Across-condition summaries of an ``evaluate_transfer`` table, named as table columns.
+    """One world's statistics of an ``evaluate_transfer`` table, named as table columns.
 
-    ``median_<metric>`` is the median of ``<metric>`` over conditions, ``mean_<metric>`` and a
-    plain ``<metric>`` its mean (both ignore NaN), e.g. ``["mean_r2_all", "median_r2_deg"]``.
+    ``median_<metric>`` is the median of ``<metric>`` over the world's conditions, ``mean_<metric>``
+    and a plain ``<metric>`` its mean (both ignore conditions where the metric is undefined, NaN).
+    This is the one aggregation rule of the package: a table cell is the mean over worlds of these
+    values (`method_table`), and every printed summary is computed the same way.
     """
     out = {}
     for column in columns:
@@ -182,8 +183,8 @@ def method_table(rows: list[tuple[str, str, object]], metrics: list[str]) -> pd.
     """Build a paper-style table (see the module docstring) from ``(method, kind, values)`` rows.
 
     ``values`` is a dict metric -> number (one run, or numbers printed in the paper; missing
-    metrics stay empty) or a list of such dicts, one per seed: the cell is then their mean and
-    ``<metric>_sd`` their standard deviation (ddof 1; empty for a single seed).
+    metrics stay empty) or a list of such dicts, one per world: the cell is then their mean and
+    ``<metric>_sd`` their standard deviation (ddof 1; empty for a single world).
     """
     kinds = ("paper", "model", "baseline", "oracle")
     records, index = [], []
@@ -206,17 +207,12 @@ def method_table(rows: list[tuple[str, str, object]], metrics: list[str]) -> pd.
     return table[["kind", *metrics, *sd_columns]]
 
 
-__all__ += ["summary_values", "method_table"]
-
-
 def wrap(*paragraphs: str, width: int = 100) -> str:
     """Paragraphs for ``print`` in a notebook, broken between words at ``width`` characters.
 
     JupyterLab breaks a long output line wherever the cell ends, often mid-word. A paragraph that
     starts with ``"* "`` or ``"- "`` keeps its bullet and indents its continuation lines.
     """
-    import textwrap
-
     lines = []
     for text in paragraphs:
         indent = "  " if text[:2] in ("* ", "- ") else ""
@@ -225,286 +221,122 @@ def wrap(*paragraphs: str, width: int = 100) -> str:
     return "\n".join(lines)
 
 
-__all__ += ["wrap"]
+# ----------------------------------------------------------------------------- one table as markdown
+def _paper_line(df: pd.DataFrame, metrics: list[str]) -> str:
+    """The paper's rows of a table on one line: ``name m1/m2/...``."""
+    rows = df[df["kind"] == "paper"]
+    if rows.empty:
+        return ""
+    cells = [f"{name.replace('paper: ', '')} " + "/".join("" if pd.isna(r.get(m)) else f"{r[m]:.2f}".lstrip("0")
+                                                         for m in metrics) for name, r in rows.iterrows()]
+    return "; ".join(cells)
 
 
-# ----------------------------------------------------------------------------- verdicts
-VERDICT_WORDS = ("beats", "loses to", "tie within the seed spread", "no interval (one seed)",
-                 "inconclusive (still learning)")
+def _short(label: str) -> str:
+    return label.replace("XTransferCDR (ours), ", "")
 
 
-class Verdict:
-    """The verdict of one comparison on one metric: ``method`` against ``other``.
-
-    ``differences`` are the per-seed differences ``method - other`` (paired: the same seed on both
-    sides, or a deterministic ``other`` repeated); ``low`` / ``high`` the 95% t interval of their
-    mean (NaN with one seed). ``word`` is one of `VERDICT_WORDS`; ``varies`` says in words what
-    the seeds vary (training seeds, or split seeds at one training seed).
-    """
-
-    def __init__(self, method, other, metric, differences, word, low, high, varies):
-        self.method, self.other, self.metric = method, other, metric
-        self.differences = [float(d) for d in differences]
-        self.word, self.low, self.high, self.varies = word, float(low), float(high), varies
-
-    @property
-    def mean(self) -> float:
-        return float(np.mean(self.differences)) if self.differences else float("nan")
-
-    @property
-    def n(self) -> int:
-        return len(self.differences)
-
-    def interval(self) -> str:
-        """``+0.032 [-0.18, +0.25]``, or ``+0.032 (one seed)``: the mean difference and its interval."""
-        small = max(abs(self.mean), abs(self.low) if np.isfinite(self.low) else 0,
-                    abs(self.high) if np.isfinite(self.high) else 0) < 0.005
-        digits = 4 if small else 3  # never "-0.000 [-0.000, -0.000]"
-        if self.n < 2 or not np.isfinite(self.low):
-            return f"{self.mean:+.{digits}f} (one seed)"
-        return f"{self.mean:+.{digits}f} [{self.low:+.{digits}f}, {self.high:+.{digits}f}]"
-
-    def sentence(self) -> str:
-        """One line: who against whom on which metric, the word, the difference with its interval
-        and what varies."""
-        if self.n >= 2 and np.isfinite(self.low):
-            what = f"{self.interval()}, 95% t interval over {self.n} {self.varies}"
-        else:
-            what = f"{self.interval().split(' ')[0]}, one seed: no interval"
-        return f"{self.method} vs {self.other} on {self.metric}: {self.word} (difference {what})."
-
-    def __repr__(self) -> str:
-        return f"Verdict({self.sentence()!r})"
-
-
-def verdict(values, other, *, method: str = "model", other_name: str = "baseline",
-            metric: str = "", converged: bool = True, varies: str = "training seeds") -> Verdict:
-    """Compare per-seed ``values`` of a method with ``other`` on one metric.
-
-    ``other`` is one number (a deterministic baseline, the same for every seed) or one value per
-    seed, paired with ``values`` (an ablation against the full model trained with the same seed;
-    a baseline on the same split seed). The per-seed differences get a 95% t interval of their
-    mean (``scipy.stats.t``): the method *beats* ``other`` when the interval lies above zero,
-    *loses to* it when below, and it is a *tie within the seed spread* otherwise. One seed gives
-    no interval; a model stopped at its step cap while still improving (``converged=False``)
-    makes the verdict *inconclusive (still learning)* whatever the numbers say.
-    """
-    from scipy import stats
-
-    values = np.asarray(values, dtype=float).ravel()
-    other_values = np.broadcast_to(np.asarray(other, dtype=float), values.shape).astype(float)
-    keep = np.isfinite(values) & np.isfinite(other_values)
-    differences = (values - other_values)[keep]
-    n = differences.size
-    low = high = float("nan")
-    if n >= 2:
-        sd = float(np.std(differences, ddof=1))
-        half = float(stats.t.ppf(0.975, n - 1)) * sd / np.sqrt(n)
-        low, high = float(differences.mean()) - half, float(differences.mean()) + half
-    if not converged:
-        word = VERDICT_WORDS[4]
-    elif n < 2:
-        word = VERDICT_WORDS[3]
-    elif low > 0:
-        word = VERDICT_WORDS[0]
-    elif high < 0:
-        word = VERDICT_WORDS[1]
-    else:
-        word = VERDICT_WORDS[2]
-    return Verdict(method, other_name, metric, differences, word, low, high, varies)
-
-
-__all__ += ["Verdict", "verdict", "VERDICT_WORDS"]
-
-
-# ----------------------------------------------------------------------------- verdicts of a table
-def _converged(meta: dict, label: str) -> bool:
-    """Whether every seed of ``label``'s models stopped by convergence of its selection monitor
-    (True when the table records no training: rows that were not trained)."""
-    info = (meta.get("training") or {}).get(label)
-    return bool(all(info["converged"])) if info and info.get("converged") else True
-
-
-def _seed_values(df: pd.DataFrame, meta: dict, label: str, metric: str) -> np.ndarray:
-    """Per-seed values of a row (``meta['per_seed']``), else its one value."""
-    values = ((meta.get("per_seed") or {}).get(label) or {}).get(metric)
-    return np.asarray(values if values is not None else [df.loc[label, metric]], dtype=float)
-
-
-def table_verdicts(df: pd.DataFrame, meta: dict, metrics: list[str] | None = None) -> list[Verdict]:
-    """Every model row of a saved table against every baseline row, on each metric (`verdict`).
-
-    A table whose meta names a ``paired_reference`` (an ablation or variant table: the full model)
-    compares the reference with every baseline, and each other model row with the reference, seed
-    by seed, and with the strongest baseline (the highest mean on the first metric). Per-seed values
-    come from ``meta['per_seed']``; convergence from ``meta['training']``; what varies from
-    ``meta['varies']``.
-    """
-    metrics = list(metrics or meta.get("verdict_metrics") or meta.get("metrics") or [])
-    varies = str(meta.get("varies", "training seeds"))
-    models = [m for m in df.index[df["kind"] == "model"]]
-    baselines = [b for b in df.index[df["kind"] == "baseline"]]
+def _compact_table(df: pd.DataFrame, meta: dict, metrics: list[str], verdict_metrics: list[str]) -> str:
+    """Our rows (not the paper's) with one verdict column per verdict metric: for a baseline row,
+    the model against it; for a configuration row of a paired table, it against the reference."""
+    found = table_verdicts(df, meta, verdict_metrics)
     reference = meta.get("paired_reference")
-    out = []
-    strongest = (str(df.loc[baselines, metrics[0]].astype(float).idxmax())
-                 if baselines and metrics and metrics[0] in df.columns else None)
-    for m in models:
-        converged = _converged(meta, m)
-        others = [(b, "paired " + varies if b in (meta.get("per_seed") or {}) else varies) for b in baselines]
-        if reference and m != reference and reference in df.index:
-            others = [(reference, "paired " + varies)] + [o for o in others if o[0] == strongest]
-        for other, words in others:
-            for metric in metrics:
-                if metric not in df.columns or pd.isna(df.loc[m, metric]) or pd.isna(df.loc[other, metric]):
-                    continue
-                mine = _seed_values(df, meta, m, metric)
-                theirs = _seed_values(df, meta, other, metric)
-                if theirs.size not in (1, mine.size):
-                    theirs = np.array([df.loc[other, metric]])
-                out.append(verdict(mine, theirs if theirs.size == mine.size else theirs[0], method=m,
-                                   other_name=other, metric=metric,
-                                   converged=converged and _converged(meta, other), varies=words))
-    return out
-
-
-_SHORT = {VERDICT_WORDS[0]: "beats", VERDICT_WORDS[1]: "loses", VERDICT_WORDS[2]: "tie",
-          VERDICT_WORDS[3]: "one seed", VERDICT_WORDS[4]: "inconclusive"}
-
-
-def verdict_markdown(verdicts_: list[Verdict], metrics: list[str]) -> str:
-    """A markdown table: one row per (method, other), one cell per metric: word, difference, interval."""
-    rows: dict[tuple[str, str], dict[str, Verdict]] = {}
-    for v in verdicts_:
-        rows.setdefault((v.method, v.other), {})[v.metric] = v
-    if not rows:
-        return ""
-    multi = len({m for m, _ in rows}) > 1
-    lines = ["| " + ("model | " if multi else "") + "against | " + " | ".join(metrics) + " |",
-             "|---|" + ("---|" if multi else "") + "---|" * len(metrics)]
-    for (method, other), cells in rows.items():
-        text = [f"**{_SHORT[cells[m].word]}** {cells[m].interval()}" if m in cells else "" for m in metrics]
-        lines.append("| " + (f"{method} | " if multi else "") + f"{other} | " + " | ".join(text) + " |")
-    return "\n".join(lines)
-
-
-def convergence_line(meta: dict) -> str:
-    """One line per table: the models' optimizer steps (median and range over models and seeds),
-    the validation that selected their weights, and how many stopped by convergence."""
-    steps, conv, capped, monitors = [], [], [], set()
-    for label, info in (meta.get("training") or {}).items():
-        steps += list(info.get("steps") or [])
-        conv += list(info.get("converged") or [])
-        capped += [f"{label} seed {s}" for s, c in zip(info.get("seeds", []), info.get("converged") or []) if not c]
-        monitors.add({"valid": "within-line validation", "transfer": "transfer validation"}.get(
-            info.get("monitor", "valid"), str(info.get("monitor"))))
-    if not steps:
-        return ""
-    label = next(iter(meta["training"])) if len(meta["training"]) == 1 else f"{len(meta['training'])} models"
-    text = (f"{label}: {int(np.median(steps)):,} optimizer steps (median; range {min(steps):,}-{max(steps):,}), "
-            f"best weights by the {' / '.join(sorted(monitors))}, {sum(conv)} of {len(conv)} "
-            f"{'seeds' if len(meta['training']) == 1 else 'trainings'} stopped by convergence")
-    if capped:
-        shown = ", ".join(capped[:4]) + (f" and {len(capped) - 4} more" if len(capped) > 4 else "")
-        text += f" ({shown} hit the step cap while still improving: their verdicts are inconclusive)"
-    return text
-
-
-# ----------------------------------------------------------------------------- the scoreboard
-SCORE_WORDS = ("holds", "holds against control only", "tie", "does not hold", "inconclusive")
-
-
-def claim_verdict(df: pd.DataFrame, meta: dict, metric: str) -> tuple[str, str, Verdict | None]:
-    """The scoreboard word for "the model beats the baselines" on ``metric`` of one table.
-
-    Returns ``(word, strongest baseline, its verdict)``: *holds* when the model beats the strongest
-    baseline (the highest mean on ``metric``), *tie* when the interval of that difference contains
-    zero, *holds against control only* when it loses to the strongest but beats the control
-    baseline (the paper's Baseline), *does not hold* otherwise; *inconclusive* for a model still
-    learning at its cap or with a single seed.
-    """
     models = list(df.index[df["kind"] == "model"])
-    baselines = df[df["kind"] == "baseline"]
-    if not models or baselines.empty or metric not in df.columns:
-        return "inconclusive", "", None
-    model = models[0]
-    strongest = str(baselines[metric].astype(float).idxmax())
-    found = {v.other: v for v in table_verdicts(df, meta, [metric]) if v.method == model}
-    best = found[strongest]
-    control = found.get("control")
-    if best.word in (VERDICT_WORDS[3], VERDICT_WORDS[4]):
-        return "inconclusive", strongest, best
-    if best.word == VERDICT_WORDS[0]:
-        return "holds", strongest, best
-    if best.word == VERDICT_WORDS[2]:
-        return "tie", strongest, best
-    if control is not None and control.word == VERDICT_WORDS[0]:
-        return "holds against control only", strongest, best
-    return "does not hold", strongest, best
-
-
-def _paired_word(v: Verdict, holds_if: str) -> str:
-    if v.word in (VERDICT_WORDS[3], VERDICT_WORDS[4]):
-        return "inconclusive"
-    if v.word == VERDICT_WORDS[2]:
-        return "holds" if holds_if == "tie" else "tie"
-    wanted = {"beats": VERDICT_WORDS[0], "loses": VERDICT_WORDS[1], "tie": VERDICT_WORDS[2]}[holds_if]
-    return "holds" if v.word == wanted else "does not hold"
-
-
-def scoreboard(tables: list[tuple[dict, pd.DataFrame]]) -> list[dict]:
-    """One row per claim of the paper, from the tables whose meta holds a ``claim``.
-
-    ``claim`` kinds: ``"model"`` (the model against the baselines, `claim_verdict`), ``"ablation"``
-    (one row per configuration in ``claim['rows']``: removing the term should lower ``metric``,
-    paired with the full model) and ``"comparison"`` (two columns of a probe table, per seed:
-    ``claim['rows']`` holds ``a``, ``b``, ``holds_if`` "beats" or "tie").
-    """
-    rows = []
-    for meta, df in tables:
-        claim = meta.get("claim")
-        if not claim:
-            continue
-        kind, metric = claim.get("kind", "model"), claim.get("metric", "r2_deg")
-        if kind == "model":
-            word, strongest, best = claim_verdict(df, meta, metric)
-            model = df.index[df["kind"] == "model"][0]
-            rows.append({"claim": claim["claim"], "paper": claim.get("paper", ""), "metric": metric,
-                         "ours": _fmt(df.loc[model], metric),
-                         "strongest baseline": f"{strongest} {df.loc[strongest, metric]:.3f}" if strongest else "",
-                         "difference": best.interval() if best else "", "verdict": word,
-                         "table": meta["name"]})
-        elif kind == "ablation":
-            reference = meta["paired_reference"]
-            found = {(v.method, v.other): v for v in table_verdicts(df, meta, [metric])}
-            for label, text in claim["rows"].items():
-                v = found[(label, reference)]
-                rows.append({"claim": text["claim"], "paper": text.get("paper", ""), "metric": metric,
-                             "ours": f"{_fmt(df.loc[label], metric)} vs {_fmt(df.loc[reference], metric)}",
-                             "strongest baseline": "", "difference": v.interval(),
-                             "verdict": _paired_word(v, "loses"), "table": meta["name"]})
-        elif kind == "comparison":
-            for text in claim["rows"]:
-                a, b = np.asarray(text["a_values"], float), np.asarray(text["b_values"], float)
-                v = verdict(a, b, method=text["a"], other_name=text["b"], metric=text["a"],
-                            varies=meta.get("varies", "training seeds"))
-                rows.append({"claim": text["claim"], "paper": text.get("paper", ""), "metric": "probe",
-                             "ours": f"{a.mean():.3f} vs {b.mean():.3f}", "strongest baseline": "",
-                             "difference": v.interval(), "verdict": _paired_word(v, text["holds_if"]),
-                             "table": meta["name"]})
-    return rows
-
-
-def scoreboard_markdown(rows: list[dict]) -> str:
-    lines = ["| claim | paper's evidence | ours (model) | strongest baseline | model - it, 95% interval | verdict |",
-             "|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['claim']} | {r['paper']} | {r['ours']} | {r['strongest baseline']} | "
-                     f"{r['difference']} | **{r['verdict']}** |")
+    main = reference if reference in models else (models[0] if models else None)
+    cell: dict[tuple[str, str], str] = {}
+    for v in found:
+        if v.method == main and v.other in df.index and df.loc[v.other, "kind"] == "baseline":
+            cell[(v.other, v.metric)] = v.cell()
+        elif reference and v.other == reference:
+            cell[(v.method, v.metric)] = v.cell()
+    extra = [f"verdict, {m}" if reference else f"model - row, {m}" for m in verdict_metrics]
+    lines = ["| method | kind | " + " | ".join(metrics + extra) + " |",
+             "|---|---|" + "---|" * (len(metrics) + len(extra))]
+    for name, row in df[df["kind"] != "paper"].iterrows():
+        lines.append(f"| {_short(name) if reference else name} | {row['kind']} | "
+                     + " | ".join(fmt(row, m) for m in metrics) + " | "
+                     + " | ".join(cell.get((name, m), "") for m in verdict_metrics) + " |")
     return "\n".join(lines)
 
 
-__all__ += ["table_verdicts", "verdict_markdown", "convergence_line", "claim_verdict", "scoreboard",
-            "scoreboard_markdown", "SCORE_WORDS"]
+def _facts(meta: dict) -> list[str]:
+    facts = [f"`{meta.get('dataset')}`", meta.get("protocol_short", meta.get("protocol", ""))]
+    if meta.get("seeds") is not None:
+        facts.append(f"{meta.get('varies', WORLDS)} {meta.get('seeds')}")
+    return [f for f in facts if f]
+
+
+def section_markdown(meta: dict, df: pd.DataFrame) -> str:
+    """One table as a notebook shows it: its facts, the table, the verdicts and the findings."""
+    metrics = list(meta.get("metrics") or [c for c in df.columns if c != "kind" and not c.endswith("_sd")])
+    head = [f"### {meta.get('title', meta['name'])}", "", "- " + "; ".join(_facts(meta)) + "."]
+    line = convergence_line(meta)
+    if line:
+        head.append(f"- Training: {line}.")
+    for key in ("split", "note"):
+        if meta.get(key):
+            head.append(f"- {'Split: ' if key == 'split' else ''}{meta[key]}")
+    body = head + ["", markdown_table(df, metrics), ""]
+    verdict_metrics = list(meta.get("verdict_metrics") or metrics)
+    found = table_verdicts(df, meta, verdict_metrics)
+    if found:
+        body += [f"Verdicts (model - other; 95% t interval over {meta.get('varies', WORLDS)}; equivalence "
+                 f"margin ±{MARGIN:g} on R^2/EV/Pearson):", "", verdict_markdown(found, verdict_metrics), ""]
+    body += [f"- {finding}" for finding in meta.get("findings") or []]
+    return "\n".join(body)
+
+
+def _report_section(meta: dict, df: pd.DataFrame, shown_training: set) -> list[str]:
+    """One table as REPLICATION.md shows it: compact (facts, our rows with their verdicts, a few
+    findings) for the paper's tables; a few bullets and the CSV's name for the rest. A training
+    line already shown for the same models is not repeated."""
+    metrics = list(meta.get("metrics") or [c for c in df.columns if c != "kind" and not c.endswith("_sd")])
+    verdict_metrics = list(meta.get("verdict_metrics") or metrics[:2])
+    facts = _facts(meta) + ([f"table `tables/{meta['name']}.csv`"] if meta.get("part") != "paper" else [])
+    out = [f"### {meta.get('title', meta['name'])}", "- " + "; ".join(facts) + "."]
+    line = convergence_line(meta)
+    key = json.dumps(meta.get("training"), sort_keys=True, default=str)
+    if line and key not in shown_training:
+        out.append(f"- Training: {line}.")
+        shown_training.add(key)
+    reference = meta.get("paired_reference")
+    if meta.get("part") == "paper":
+        paper_table = str(meta.get("paper_table", ""))
+        columns = [m for m in metrics if m in PAPER.get(paper_table, {}).get("columns", [])]
+        paper = _paper_line(df, columns)
+        if paper:
+            out.append(f"- Paper ({PAPER[paper_table]['dataset']}; {'/'.join(columns)}): {paper}.")
+        if meta.get("note"):
+            out.append(f"- {meta['note']}")
+        if reference:
+            out.append(f"- Verdict columns: each configuration against {_short(reference)}, paired by world; "
+                       f"on a baseline's row, {_short(reference)} against it.")
+        out += ["", _compact_table(df, meta, metrics, verdict_metrics), ""]
+    else:
+        head = next((m for m in ("r2_deg", "mean_r2_deg") if m in metrics), verdict_metrics[0])
+        baselines = df[df["kind"] == "baseline"]
+        strongest = str(baselines[head].astype(float).idxmax()) if not baselines.empty else None
+        found = {(v.method, v.other, v.metric): v
+                 for v in table_verdicts(df, meta, list(dict.fromkeys([head, *verdict_metrics])))}
+        for name in df.index[df["kind"] == "model"]:
+            if reference and strongest is None and name == reference:
+                continue
+            text = f"- {_short(name)}: {head} {fmt(df.loc[name], head)}"
+            if reference and name != reference and strongest is None:  # probes: the resolved changes
+                moved = [f"{m} {found[(name, reference, m)].cell()}" for m in verdict_metrics
+                         if (name, reference, m) in found and found[(name, reference, m)].short in ("beats", "loses")]
+                text = f"- {_short(name)} vs {_short(reference)}, resolved changes: " + ("; ".join(moved) or "none")
+            else:
+                for other in ([reference] if reference and name != reference else []) + ([strongest] if strongest else []):
+                    v = found.get((name, other, head))
+                    if v is not None:
+                        text += f"; vs {_short(other)} ({fmt(df.loc[other], head)}): {v.cell()}"
+            out.append(text + ".")
+    for finding in (meta.get("findings") or [])[:2 if meta.get("part") == "paper" else 1]:
+        out.append(f"- {finding}")
+    if out[-1] != "":
+        out.append("")
+    return out
 
 
 # ----------------------------------------------------------------------------- REPLICATION.md
@@ -528,203 +360,97 @@ def _oracle_line(tables) -> str:
 
 
 def _convergence_summary(tables) -> str:
-    total = conv = 0
-    steps = []
+    """Distinct trainings behind the tables (a checkpoint shared by tables counts once)."""
+    seen: dict[str, tuple[bool, int]] = {}
     for meta, _ in tables:
-        for info in (meta.get("training") or {}).values():
-            total += len(info.get("converged") or [])
-            conv += sum(info.get("converged") or [])
-            steps += list(info.get("steps") or [])
-    if not total:
+        for label, info in (meta.get("training") or {}).items():
+            names = info.get("checkpoints") or [f"{meta['name']}|{label}|{s}" for s in info.get("seeds", [])]
+            for name, conv, steps in zip(names, info.get("converged") or [], info.get("steps") or []):
+                seen[name] = (bool(conv), int(steps))
+    if not seen:
         return "- Convergence: no training recorded in these tables."
-    seeds = sorted({len(m.get("seeds") or []) for m, _ in tables if m.get("seeds")})
-    return (f"- Seeds and convergence: {', '.join(map(str, seeds))} training seeds per model; "
-            f"{conv} of {total} models behind the tables stopped by convergence of the validation "
-            f"that selects them ({min(steps):,}-{max(steps):,} optimizer steps); a verdict of a model "
-            "that hit its step cap while still improving reads *inconclusive*.")
+    steps = [s for _, s in seen.values()]
+    worlds = sorted({len(m.get("seeds") or []) for m, _ in tables if m.get("seeds")})
+    return (f"- Worlds and convergence: {', '.join(map(str, worlds))} worlds per table; "
+            f"{sum(c for c, _ in seen.values())} of the {len(seen)} distinct trainings behind the tables stopped "
+            f"by convergence of the validation that selects them ({min(steps):,}-{max(steps):,} optimizer "
+            "steps); a verdict of a model that hit its step cap while still improving reads *inconclusive*.")
 
 
 def _provenance(tables) -> str:
     metas = [m for m, _ in tables]
-    if not metas:
-        return ""
     versions_ = metas[0].get("versions", {})
     dates = sorted({m.get("date") for m in metas if m.get("date")})
     profiles = sorted({str(m.get("profile")) for m in metas if m.get("profile")})
+    varies = sorted({str(m.get("varies")) for m in metas if m.get("varies")})
     return (f"- Provenance: profile {', '.join(f'`{p}`' for p in profiles)} ("
-            + "; ".join(PROFILE_NOTES.get(p, p) for p in profiles) + f"); run {', '.join(dates)}; "
+            + "; ".join(PROFILE_NOTES.get(p, p) for p in profiles) + f"); what varies between the runs of a "
+            f"table: {'; '.join(varies)}; run {', '.join(dates)}; "
             + ", ".join(f"{k} {v}" for k, v in versions_.items()) + ".")
 
 
-def _section(meta: dict, df: pd.DataFrame) -> list[str]:
-    metrics = list(meta.get("metrics") or [c for c in df.columns if c != "kind" and not c.endswith("_sd")])
-    head = [f"### {meta.get('title', meta['name'])}", ""]
-    facts = [f"`{meta.get('dataset')}`", f"{meta.get('protocol_short', meta.get('protocol', ''))}"]
-    if meta.get("seeds") is not None:
-        facts.append(f"{meta.get('varies', 'training seeds')} {meta.get('seeds')}")
-    head.append("- " + "; ".join(f for f in facts if f) + ".")
-    line = convergence_line(meta)
-    if line:
-        head.append(f"- Training: {line}.")
-    if meta.get("split"):
-        head.append(f"- Split: {meta['split']}")
-    if meta.get("note"):
-        head.append(f"- {meta['note']}")
-    body = head + ["", markdown_table(df, metrics), ""]
-    verdict_metrics = list(meta.get("verdict_metrics") or metrics)
-    found = table_verdicts(df, meta, verdict_metrics)
-    if found:
-        body += [f"Verdicts (model - other; 95% t interval over {meta.get('varies', 'training seeds')}):", "",
-                 verdict_markdown(found, verdict_metrics), ""]
-    for finding in meta.get("findings") or []:
-        body.append(f"- {finding}")
-    if meta.get("findings"):
-        body.append("")
-    return body
+def _legend(board: list[dict]) -> str:
+    from collections import Counter
 
-
-def _paper_line(df: pd.DataFrame, metrics: list[str]) -> str:
-    """The paper's rows of a table on one line: ``name m1/m2/...``."""
-    rows = df[df["kind"] == "paper"]
-    if rows.empty:
-        return ""
-    cells = [f"{name.replace('paper: ', '')} " + "/".join("" if pd.isna(r.get(m)) else f"{r[m]:.2f}".lstrip("0")
-                                                         for m in metrics) for name, r in rows.iterrows()]
-    return "; ".join(cells)
-
-
-def _compact_table(df: pd.DataFrame, meta: dict, metrics: list[str], verdict_metrics: list[str]) -> str:
-    """Our rows (not the paper's) with one verdict column per verdict metric: for a baseline row,
-    the model against it; for a configuration row of a paired table, it against the reference."""
-    found = table_verdicts(df, meta, verdict_metrics)
-    reference = meta.get("paired_reference")
-    models = list(df.index[df["kind"] == "model"])
-    main = reference if reference in models else (models[0] if models else None)
-    cell: dict[tuple[str, str], str] = {}
-    for v in found:
-        if v.method == main and v.other in df.index and df.loc[v.other, "kind"] == "baseline":
-            cell[(v.other, v.metric)] = f"**{_SHORT[v.word]}** {v.interval()}"
-        elif reference and v.other == reference:
-            cell[(v.method, v.metric)] = f"**{_SHORT[v.word]}** {v.interval()}"
-    extra = [f"verdict, {m}" if reference else f"model - row, {m}" for m in verdict_metrics]
-    lines = ["| method | kind | " + " | ".join(metrics + extra) + " |",
-             "|---|---|" + "---|" * (len(metrics) + len(extra))]
-    for name, row in df[df["kind"] != "paper"].iterrows():
-        lines.append(f"| {_short(name) if reference else name} | {row['kind']} | "
-                     + " | ".join(_fmt(row, m) for m in metrics) + " | "
-                     + " | ".join(cell.get((name, m), "") for m in verdict_metrics) + " |")
-    return "\n".join(lines)
-
-
-def _short(label: str) -> str:
-    return label.replace("XTransferCDR (ours), ", "")
-
-
-def _report_section(meta: dict, df: pd.DataFrame, shown_training: set | None = None) -> list[str]:
-    """One table as REPLICATION.md shows it: compact (facts, our rows with their verdicts, a few
-    findings) for the paper's tables; a few bullets and the CSV's name for the rest. A training
-    line already shown for the same models (``shown_training``) is not repeated."""
-    from .experiments import PAPER
-
-    metrics = list(meta.get("metrics") or [c for c in df.columns if c != "kind" and not c.endswith("_sd")])
-    verdict_metrics = list(meta.get("verdict_metrics") or metrics[:2])
-    facts = [f"`{meta.get('dataset')}`", meta.get("protocol_short", meta.get("protocol", ""))]
-    if meta.get("seeds") is not None:
-        facts.append(f"{meta.get('varies', 'training seeds')} {meta.get('seeds')}")
-    if meta.get("part") != "paper":
-        facts.append(f"table `tables/{meta['name']}.csv`")
-    out = [f"### {meta.get('title', meta['name'])}", "- " + "; ".join(f for f in facts if f) + "."]
-    line = convergence_line(meta)
-    key = json.dumps(meta.get("training"), sort_keys=True, default=str)
-    if line and (shown_training is None or key not in shown_training):
-        out.append(f"- Training: {line}.")
-        if shown_training is not None:
-            shown_training.add(key)
-    reference = meta.get("paired_reference")
-    if meta.get("part") == "paper":
-        paper_table = str(meta.get("paper_table", ""))
-        columns = [m for m in metrics if m in PAPER.get(paper_table, {}).get("columns", [])]
-        paper = _paper_line(df, columns)
-        if paper:
-            out.append(f"- Paper ({PAPER[paper_table]['dataset']}; {'/'.join(columns)}): {paper}.")
-        if meta.get("note"):
-            out.append(f"- {meta['note']}")
-        if reference:
-            out.append(f"- Verdict columns: each configuration against {_short(reference)}, paired by seed; "
-                       f"on a baseline's row, {_short(reference)} against it.")
-        out += ["", _compact_table(df, meta, metrics, verdict_metrics), ""]
-    else:
-        head = next((m for m in ("r2_deg", "mean_r2_deg") if m in metrics), verdict_metrics[0])
-        baselines = df[df["kind"] == "baseline"]
-        strongest = str(baselines[head].astype(float).idxmax()) if not baselines.empty else None
-        found = {(v.method, v.other, v.metric): v for v in table_verdicts(df, meta, list(dict.fromkeys([head, *verdict_metrics])))}
-        for name in df.index[df["kind"] == "model"]:
-            text = f"- {_short(name)}: {head} {_fmt(df.loc[name], head)}"
-            if reference and strongest is None and name == reference:
-                continue
-            if reference and name != reference and strongest is None:  # probes: the resolved changes
-                moved = [f"{m} {found[(name, reference, m)].interval()}" for m in verdict_metrics
-                         if (name, reference, m) in found and found[(name, reference, m)].word in (VERDICT_WORDS[0], VERDICT_WORDS[1])]
-                text = f"- {_short(name)} vs {_short(reference)}, resolved changes: " + ("; ".join(moved) or "none")
-            else:
-                for other in ([reference] if reference and name != reference else []) + ([strongest] if strongest else []):
-                    v = found.get((name, other, head))
-                    if v is not None:
-                        text += f"; vs {_short(other)} ({_fmt(df.loc[other], head)}): **{_SHORT[v.word]}** {v.interval()}"
-            out.append(text + ".")
-    for finding in (meta.get("findings") or [])[:2 if meta.get("part") == "paper" else 1]:
-        out.append(f"- {finding}")
-    if out[-1] != "":
-        out.append("")
-    return out
-
-
-def section_markdown(meta: dict, df: pd.DataFrame) -> str:
-    """The markdown of one table as REPLICATION.md shows it (facts, table, verdicts, findings)."""
-    return "\n".join(_section(meta, df))
-
-
-__all__ += ["section_markdown"]
+    counts = Counter(r["verdict"] for r in board)
+    return ("*holds*: the model beats the strongest baseline (95% t interval of the per-world difference above "
+            f"zero); *equivalent*: the interval lies inside ±{MARGIN:g} (the equivalence margin: the median "
+            "shortfall of the replicate oracle on development worlds, `reports/benchmarks/margin_dev.json`); "
+            "*holds against control only*: beats the paper's Baseline (control) but loses to a baseline that "
+            "reads the same inputs; *does not hold*: loses to both; *inconclusive*: the interval contains zero "
+            "and reaches past the margin (more worlds needed: the cell says about how many the observed spread "
+            "suggests), a model still learning at its step cap, or one world. Counts: "
+            + ", ".join(f"{w} {counts.get(w, 0)}" for w in SCORE_WORDS) + ".")
 
 
 def write_replication(out_dir: str | Path = "reports") -> Path:
     """Generate ``REPLICATION.md``: the claims scoreboard, then the paper's tables, then the rest.
 
     Reads the saved tables whose meta has a ``part`` (``"paper"``: the paper's tables in their
-    main reading; ``"beyond"``: other readings and analyses the paper did not run). Each section:
-    the facts of the run (dataset, protocol, seeds, steps and convergence), the table, the
-    verdicts of the model against every baseline (`table_verdicts`) and at most a few findings.
+    main reading; ``"beyond"``: other readings and analyses the paper did not run; ``"real"``:
+    real cells). Each section: the facts of the run (dataset, protocol, worlds, steps and
+    convergence), the table, the verdicts of the model against every baseline and a few findings.
     """
     out_dir = Path(out_dir)
     tables = [(m, df) for m, df in load_tables(out_dir) if m.get("part")]
-    tables.sort(key=lambda t: (t[0].get("part") != "paper", str(t[0].get("order", t[0].get("paper_table", "~"))),
-                               t[0]["name"]))
+    parts = {"paper": 0, "real": 1, "beyond": 2}
+    tables.sort(key=lambda t: (parts.get(t[0].get("part"), 3), str(t[0].get("order", "~")), t[0]["name"]))
     lines = ["# Replication report", "",
              "Generated by `python -m xtcdr replicate` from `tables/` (do not edit). Which of the paper's "
-             "claims hold on this repository's ground-truth twins, with baselines that read the same "
-             "inputs as the model, then every table. Rows of kind `paper` are the paper's numbers "
-             "(Liu & Jin, AAAI 2025) on its real data; compare methods within our rows.", ""]
+             "claims hold on this repository's ground-truth twins and on two small real screens, with baselines "
+             "that read the same inputs as the model, then every table. Every verdict is paired over worlds. "
+             "Rows of kind `paper` are the paper's numbers (Liu & Jin, AAAI 2025) on its real data; compare "
+             "methods within our rows.", ""]
     if not tables:
         lines.append("No results yet: run the evaluation notebooks first.")
         path = out_dir / "REPLICATION.md"
         path.write_text("\n".join(lines) + "\n")
         return path
-    board = scoreboard(tables)
-    lines += ["## Scoreboard", "", scoreboard_markdown(board), "",
-              "*holds*: the model beats the strongest baseline (95% t interval of the difference above "
-              "zero); *tie*: the interval contains zero; *holds against control only*: beats the paper's "
-              "Baseline (control) but loses to a baseline that reads the same inputs; *does not hold*: "
-              "neither; *inconclusive*: a model still learning at its step cap, or one seed.", ""]
+    board = scoreboard(sorted(tables, key=lambda t: str((t[0].get("claim") or {}).get("order", t[0].get("order", "~")))))
+    paper_rows_ = [r for r in board if r["section"] == "paper"]
+    real = {}
+    for r in board:
+        if r["section"] == "real":
+            real.setdefault(r.get("analog", ""), []).append(f"{r['claim']}: **{r['verdict']}** {r['difference']}")
+    lines += ["## Scoreboard", "", "The paper's claims (Tables 1-5) on the twins; the last column: the same "
+              "question on real cells, where a real analog exists (notebook 09).", "",
+              scoreboard_markdown(paper_rows_, real={k: "<br>".join(v) for k, v in real.items()}
+                                  if real else None), ""]
+    premise = [r for r in board if r["section"] == "premise"]
+    if premise:
+        lines += ["Probes of the paper's premise (what S and P carry; not claims the paper measured):", "",
+                  scoreboard_markdown(premise), ""]
+    lines += [_legend(paper_rows_), ""]
     regime = []
     for meta, df in tables:
-        if meta.get("paper_table") in ("Table 1", "Table 2"):
+        if meta.get("paper_table") in ("Table 1", "Table 2") and meta.get("part") == "paper":
             regime += regime_sentences(df, [c for c in meta.get("metrics", []) if c.endswith("r2_all")][:1])
     if regime:
         lines.append("- " + " ".join(regime))
     lines += [_convergence_summary(tables), _oracle_line(tables), _provenance(tables), "",
               "## Reading the tables", "", READINGS, "", *DIFFERENCES, ""]
     shown: set = set()
-    for part, title in (("paper", "The paper's tables"), ("beyond", "Beyond the paper")):
+    for part, title in (("paper", "The paper's tables"), ("real", "Real cells"), ("beyond", "Beyond the paper")):
         section = [t for t in tables if t[0].get("part") == part]
         if section:
             lines += [f"## {title}", ""]

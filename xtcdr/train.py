@@ -382,6 +382,28 @@ def _transfer_scores(model, X_np, adata, tasks) -> dict:
             "transfer_r2_all": float(np.mean(full)) if full else float("nan")}
 
 
+def _monitor_column(name: str, config: TrainConfig) -> str:
+    """The history column a monitor reads: the transfer validation averaged over its last
+    ``transfer_window`` checks when that is above 1, else the raw column."""
+    if name == "transfer" and config.transfer_window > 1:
+        return "transfer_loss_smoothed"
+    return _MONITOR_COLUMN[name]
+
+
+def _warmup(name: str, config: TrainConfig) -> int:
+    """Steps before a monitor may keep its best weights: ``transfer_min_steps`` for the transfer
+    validation (when set), ``min_steps`` otherwise."""
+    if name == "transfer" and config.transfer_min_steps is not None:
+        return int(config.transfer_min_steps)
+    return int(config.min_steps)
+
+
+def _trailing_mean(history: list[dict], column: str, window: int) -> float:
+    """Mean of the last ``window`` finite values of ``column`` in ``history`` (fewer at the start)."""
+    values = [float(r[column]) for r in history[-window:] if column in r and np.isfinite(r[column])]
+    return float(np.mean(values)) if values else float("nan")
+
+
 def _improved(value: float, best: float | None, min_delta: float) -> bool:
     """Lower is better; an improvement must beat the best by ``min_delta`` of its size."""
     if not np.isfinite(value):
@@ -543,9 +565,11 @@ def _fit(model, adata, config, dev, checkpoint_dir, resume, progress, select, tr
             model.eval()
         row["seconds"] = time.perf_counter() - t0
         history.append(row)
+        if "transfer" in monitors and config.transfer_window > 1:
+            row["transfer_loss_smoothed"] = _trailing_mean(history, "transfer_loss", config.transfer_window)
         for name in monitors:
-            value = float(row[_MONITOR_COLUMN[name]])
-            if step < config.min_steps:  # warm-up: a model still fitting its task is not selected
+            value = float(row[_monitor_column(name, config)])
+            if step < _warmup(name, config):  # warm-up: a model still fitting its task is not selected
                 continue
             if _improved(value, best.get(name, {}).get("value"), config.min_delta):
                 best[name] = {"step": step, "value": value,
@@ -555,7 +579,7 @@ def _fit(model, adata, config, dev, checkpoint_dir, resume, progress, select, tr
             stop_reason = "converged"
         elif cap:
             stop_reason = "max_steps" if step >= config.max_steps else "epochs"
-        bar.set_postfix({name: f"{row[_MONITOR_COLUMN[name]]:.4f}" for name in monitors}, refresh=False)
+        bar.set_postfix({name: f"{row[_monitor_column(name, config)]:.4f}" for name in monitors}, refresh=False)
         if ckpt_path is not None:
             save_checkpoint(ckpt_path, _state(model, optimizer, scheduler, config, history, genes, best,
                                               step, epoch, batch, n_batches, stop_reason))

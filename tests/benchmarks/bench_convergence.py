@@ -1,30 +1,34 @@
-"""Learning curves of a profile on the synthetic twins: where each validation signal stops training.
+"""Learning curves on development worlds: how the quick profile's defaults were chosen.
 
-For each twin one model is trained far past convergence (``--max-steps``, no early stopping) and,
-every ``--chunk`` steps, the current weights are scored on the **test** conditions with the
-protocol of the twin's table (for teaching and for choosing the profile's defaults only: the
-test curve never selects a model). The training history holds both validation signals
-(``valid_total``: within-line validation pairs; ``transfer_loss``: 1 - R^2 on DEGs of the
-cross-context prediction of held-back training conditions, see `xtcdr.train`).
+Every default of the quick profile (network, batch, learning rate, warm-up, patience, margin, cap,
+the share of training perturbations held back for the transfer validation) is chosen here, on
+**development worlds** (`DEV_WORLDS`: twins drawn with seeds that no report uses) and from
+**validation signals only**: the within-line validation loss (``valid_total``) and the transfer
+validation (``transfer_loss``: 1 - pooled R^2 on DEGs of the cross-context prediction of training
+perturbations held back in one line, see `xtcdr.train`). No test split is scored here.
 
-From the curves the script reports, per signal, where early stopping with the profile's
-``patience`` and ``min_delta`` would stop and which step's weights it would keep, the test scores
-of those weights, the test scores' own best step, and the seconds per optimizer step. Results go
-to ``reports/benchmarks/convergence_<profile>.json`` and a figure to
-``reports/benchmarks/convergence_<profile>.png``.
+For each twin and development world one model per setting is trained far past convergence
+(``--max-steps``, no early stopping, a validation every ``eval_every`` steps). From the curves the
+script replays stopping rules (`RULES`): where each would stop, which step's weights it would
+keep for each signal, how far those weights are from the signal's minimum over the whole curve,
+and whether the kept weights sit at the end of the warm-up (then the warm-up, not the data, picked
+them). Results: ``reports/benchmarks/convergence_dev.json`` and ``convergence_dev.png``.
 
-Usage: ``python tests/benchmarks/bench_convergence.py --datasets synthetic_drugs synthetic_combo``
-(``--lr``, ``--batch-size``, ``--genes`` override the profile to compare settings; ``--tag`` names
-the output files of such a variant).
+Usage::
+
+    python tests/benchmarks/bench_convergence.py                 # every setting, twin and dev world
+    python tests/benchmarks/bench_convergence.py --settings quick --datasets synthetic_drugs
+    python tests/benchmarks/bench_convergence.py --analyse       # replay rules on the saved curves
 """
 from __future__ import annotations
 
 import argparse
+import concurrent.futures as cf
 import json
+import multiprocessing as mp
 import sys
 import tempfile
 import time
-import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -34,201 +38,249 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from xtcdr import evaluate, pipeline  # noqa: E402
 from xtcdr.config import get_profile  # noqa: E402
-from xtcdr.model import XTransferCDR  # noqa: E402
-from xtcdr.train import CHECKPOINT_NAME, fit, load_checkpoint, set_seed  # noqa: E402
 
-# The protocol(s) of each twin's table, scored on the test split.
-PROTOCOLS = {"synthetic_drugs": ("cross", "within"), "synthetic_drugs4": ("cross", "within"),
-             "synthetic_genes": ("within", "cross"), "synthetic_combo": ("combination",)}
-# The validation signal that matches each protocol (what the notebooks select with).
-MATCHING = {"cross": "transfer", "within": "valid", "combination": "valid"}
-COLUMN = {"valid": "valid_total", "transfer": "transfer_loss"}
+# Development worlds: seeds of twin draws that no report, notebook or table uses (a test checks
+# that they are disjoint from the worlds of `make replicate` and `--seeds N`).
+DEV_WORLDS = (100, 101, 102)
+DATASETS = ("synthetic_drugs", "synthetic_drugs4", "synthetic_genes", "synthetic_combo")
+OUT = REPO / "reports" / "benchmarks"
+
+# The settings compared (overrides of the quick profile). "quick" is the profile as it stands.
+SETTINGS: dict[str, dict] = {
+    "quick": {},
+    "lr_2e-3": {"train": {"lr": 2e-3}},
+    "batch_256": {"train": {"batch_size": 256}},
+    "hidden_256": {"model": {"hidden": (256,)}},
+    "transfer_share_40": {"data": {"n_transfer_valid_share": 0.4}},
+}
 
 
-def early_stop(steps, values, patience, min_delta, min_steps=0):
+def _profile(setting: str):
+    prof = get_profile("quick")
+    over = SETTINGS[setting]
+    data = dict(over.get("data", {}))
+    share = data.pop("n_transfer_valid_share", None)
+    prof = replace(prof, data=replace(prof.data, **data), model=replace(prof.model, **over.get("model", {})),
+                   train=replace(prof.train, **over.get("train", {})))
+    return prof, share
+
+
+def run_curve(dataset: str, world: int, setting: str, max_steps: int, data_dir: str) -> dict:
+    """Train one model on development world ``world`` to ``max_steps`` (no early stopping) and
+    return its validation history (a worker process runs this)."""
+    import warnings
+
+    from xtcdr import pairing, pipeline
+    from xtcdr.model import XTransferCDR
+    from xtcdr.train import fit, set_seed
+
+    prof, share = _profile(setting)
+    adata = pipeline.prepare(dataset, profile=prof, seed=world, data_dir=data_dir, verbose=False)
+    if share is not None:  # a larger transfer validation: redraw the split with more held back
+        singles = _shared_training_singles(adata)
+        n = max(3, int(round(share * len(singles))))
+        held_out = list(adata.uns["xtcdr"]["split"]["test_perturbations"])
+        pairing.assign_split(adata, n_transfer_valid=n, seed=world)  # prepare's call, n changed
+        assert list(adata.uns["xtcdr"]["split"]["test_perturbations"]) == held_out
+    config = replace(prof.train, seed=world, max_steps=max_steps, min_steps=max_steps, patience=max_steps)
+    set_seed(world)
+    model = XTransferCDR(adata.n_vars, prof.model)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        history = fit(model, adata, config, device="cpu", checkpoint_dir=tmp, progress=False)
+    seconds = time.perf_counter() - t0
+    keep = [c for c in ("step", "epoch", "valid_total", "transfer_loss", "transfer_r2_deg") if c in history]
+    split = adata.uns["xtcdr"]["split"]
+    return {"dataset": dataset, "world": world, "setting": setting, "seconds": seconds,
+            "seconds_per_step": seconds / max_steps, "n_transfer_valid": len(split.get("transfer_valid", [])),
+            "history": history[keep].to_dict("list")}
+
+
+def _shared_training_singles(adata) -> list[str]:
+    obs = adata.obs
+    train = obs[(obs["split"].astype(str) != "test") & ~obs["is_control"].astype(bool)]
+    lines = train.groupby(train["perturbation"].astype(str), observed=True)["cell_type"].nunique()
+    return [p for p, n in lines.items() if n >= 2 and "+" not in p]
+
+
+# ------------------------------------------------------------------------------------- rules
+def smoothed(values: np.ndarray, window: int) -> np.ndarray:
+    """Trailing mean over the last ``window`` validations (NaN-aware; the first ones use fewer)."""
+    s = pd.Series(values)
+    return s.rolling(window, min_periods=1).mean().to_numpy()
+
+
+def early_stop(steps, values, *, patience, min_delta, warmup=0):
     """Replay `xtcdr.train.fit`'s rule on one signal: (stop step, best step, converged)."""
     best, best_step = None, None
     for step, value in zip(steps, values):
-        if step < min_steps:
+        if step < warmup:
             continue
         if np.isfinite(value) and (best is None or value < best - min_delta * abs(best)):
             best, best_step = value, step
-        if best_step is not None and step >= min_steps and step - best_step >= patience:
+        if best_step is not None and step - best_step >= patience:
             return int(step), int(best_step), True
     return int(steps[-1]), (int(best_step) if best_step is not None else None), False
 
 
-def curve(dataset, profile, seed, max_steps, chunk, data_dir):
-    adata = pipeline.prepare(dataset, profile=profile, seed=0, data_dir=data_dir, verbose=False)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        tasks = {p: evaluate.transfer_tasks(adata, split="test", protocol=p, seed=0)
-                 for p in PROTOCOLS[dataset]}
-    tasks = {p: t for p, t in tasks.items() if t}
-    config = replace(profile.train, seed=seed, max_steps=max_steps, patience=max_steps)
-    set_seed(seed)
-    model = XTransferCDR(adata.n_vars, profile.model)
-    test_rows = []
-    t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        for stop in range(chunk, max_steps + 1, chunk):
-            history = fit(model, adata, replace(config, max_steps=stop), device="cpu",
-                          checkpoint_dir=tmp, resume=True, progress=False)
-            current, _ = load_checkpoint(Path(tmp) / CHECKPOINT_NAME, select=None)
-            for protocol, task_list in tasks.items():
-                scores = evaluate.evaluate_transfer(evaluate.ModelPredictor(current), adata, tasks=task_list)
-                test_rows.append({"step": stop, "protocol": protocol,
-                                  **scores[["r2_all", "r2_deg", "r2_all_delta", "r2_deg_delta"]].mean().to_dict()})
-    seconds = time.perf_counter() - t0
-    return adata, history, pd.DataFrame(test_rows), seconds
+# name -> (warm-up of the valid monitor, warm-up of the transfer monitor, smoothing window of the
+# transfer monitor, patience, relative margin)
+RULES = {
+    "warm-up 500 both (before)": (500, 500, 1, 400, 0.005),
+    "warm-up 500 valid, none transfer": (500, 0, 1, 400, 0.005),
+    "warm-up 500, transfer smoothed over 5": (500, 500, 5, 400, 0.005),
+    "warm-up 500 valid, transfer smoothed over 5, none": (500, 0, 5, 400, 0.005),
+    "warm-up 500 valid, transfer smoothed over 5 from 250": (500, 250, 5, 400, 0.005),
+    "patience 600, margin 0.5%": (500, 500, 1, 600, 0.005),
+    "patience 400, margin 0.2%": (500, 500, 1, 400, 0.002),
+    "patience 400, margin 1%": (500, 500, 1, 400, 0.01),
+}
 
 
-def summarise(dataset, history, test, profile, seconds):
-    cfg = profile.train
-    out = {"dataset": dataset, "seconds": seconds,
-           "seconds_per_step": float(history["seconds"].sum() / history["step"].iloc[-1])
-           if "seconds" in history else float("nan"),
-           "steps_per_epoch": float(history["step"].iloc[-1] / history["epoch"].iloc[-1])
-           if "epoch" in history else float("nan"),
-           "signals": {}, "protocols": {}}
-    steps = history["step"].to_numpy()
-    for name, column in COLUMN.items():
-        if column not in history:
+def replay(curve: dict, rule: tuple) -> dict:
+    warm_valid, warm_transfer, window, patience, margin = rule
+    h = pd.DataFrame(curve["history"])
+    steps = h["step"].to_numpy()
+    out = {}
+    stops = []
+    for name, column, warm, win in (("valid", "valid_total", warm_valid, 1),
+                                    ("transfer", "transfer_loss", warm_transfer, window)):
+        if column not in h:
             continue
-        values = history[column].to_numpy(float)
-        stop, best_step, converged = early_stop(steps, values, cfg.patience, cfg.min_delta, cfg.min_steps)
-        out["signals"][name] = {"stop_step": stop, "best_step": best_step, "converged": converged,
-                                "minimum_step": int(steps[np.nanargmin(values)])}
-    for protocol, rows in test.groupby("protocol"):
-        rows = rows.set_index("step")
-        signal = MATCHING[protocol] if MATCHING[protocol] in out["signals"] else "valid"
-        chosen = out["signals"][signal]["best_step"]
-        nearest = rows.index[np.argmin(np.abs(rows.index - chosen))]
-        out["protocols"][protocol] = {
-            "selected_by": signal, "selected_step": int(chosen),
-            "test_at_selected": rows.loc[nearest].to_dict(),
-            "test_best_step_r2_deg": int(rows["r2_deg"].idxmax()),
-            "test_best_r2_deg": float(rows["r2_deg"].max()),
-            "test_at_last": rows.iloc[-1].to_dict()}
+        raw = h[column].to_numpy(float)
+        signal = smoothed(raw, win) if win > 1 else raw
+        stop, best, converged = early_stop(steps, signal, patience=patience, min_delta=margin, warmup=warm)
+        stops.append(stop)
+        # quality of the kept weights: the raw signal at the kept step against the raw signal's
+        # minimum over the steps after any warm-up (relative excess; 0 = the best there is)
+        floor = np.nanmin(smoothed(raw, 5)[steps >= 250]) if (steps >= 250).any() else np.nanmin(raw)
+        at = smoothed(raw, 5)[steps == best][0] if best is not None else np.nan
+        out[name] = {"best_step": best, "stop_step": stop, "converged": converged,
+                     "at_warmup_end": bool(best is not None and warm > 0 and best <= warm),
+                     "excess_over_min": float(at / floor - 1) if np.isfinite(at) else None,
+                     "raw_minimum_step": int(steps[np.nanargmin(raw)])}
+    out["stop_step"] = max(stops) if stops else None
     return out
 
 
-def figure(results, histories, tests, path):
+def analyse(curves: list[dict]) -> dict:
+    rows = []
+    for c in curves:
+        for rule_name, rule in RULES.items():
+            r = replay(c, rule)
+            for signal in ("valid", "transfer"):
+                if signal in r:
+                    rows.append({"setting": c["setting"], "dataset": c["dataset"], "world": c["world"],
+                                 "rule": rule_name, "signal": signal, "stop_step": r["stop_step"],
+                                 **r[signal]})
+    table = pd.DataFrame(rows)
+    summary = (table.groupby(["setting", "rule", "signal"])
+               .agg(stop_median=("stop_step", "median"), stop_max=("stop_step", "max"),
+                    best_median=("best_step", "median"), at_warmup_end=("at_warmup_end", "sum"),
+                    n=("at_warmup_end", "size"), excess_median=("excess_over_min", "median"),
+                    excess_max=("excess_over_min", "max"), converged=("converged", "sum"))
+               .reset_index())
+    quality = []
+    for c in curves:  # the level each setting reaches: minimum of the smoothed signals
+        h = pd.DataFrame(c["history"])
+        row = {"setting": c["setting"], "dataset": c["dataset"], "world": c["world"],
+               "seconds_per_step": c["seconds_per_step"], "n_transfer_valid": c.get("n_transfer_valid")}
+        for column in ("valid_total", "transfer_loss"):
+            if column in h:
+                s = smoothed(h[column].to_numpy(float), 5)[h["step"].to_numpy() >= 250]
+                row[f"min_{column}"] = float(np.nanmin(s)) if s.size else None
+                late = h[column].to_numpy(float)[h["step"].to_numpy() >= 1000]
+                row[f"noise_{column}"] = float(np.nanstd(np.diff(late)) / np.nanmean(late)) if late.size > 2 else None
+        quality.append(row)
+    return {"rules": summary.to_dict("records"), "replays": table.to_dict("records"),
+            "quality": quality}
+
+
+def figure(curves: list[dict], path: Path, setting: str = "quick") -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 3.6), squeeze=False)
-    for ax, res in zip(axes[0], results):
-        h, t = histories[res["dataset"]], tests[res["dataset"]]
-        ax.plot(h["step"], h["valid_total"] / h["valid_total"].min(), color="C1", label="valid loss / its min")
-        if "transfer_loss" in h:
-            ax.plot(h["step"], h["transfer_loss"] / h["transfer_loss"].min(), color="C2",
-                    label="transfer loss / its min")
-        ax.set_ylim(0.9, 2.0)
-        ax.set_xlabel("optimizer step")
-        ax2 = ax.twinx()
-        colors = {"cross": "C0", "within": "C3", "combination": "C0"}
-        for protocol, rows in t.groupby("protocol"):
-            ax2.plot(rows["step"], rows["r2_deg"], ls="--", color=colors.get(protocol, "k"),
-                     label=f"test R2 DEGs ({protocol}; teaching only)")
-        ax.axvspan(0, res.get("min_steps", 0), color="0.9", zorder=0)
-        for name, sig in res["signals"].items():
-            ax.axvline(sig["stop_step"], color="C1" if name == "valid" else "C2", ls=":", lw=1)
-        ax.set_title(res["dataset"], fontsize=10)
-        if ax is axes[0][0]:
-            ax.legend(fontsize=7, loc="upper right")
-        ax2.legend(fontsize=7, loc="lower right")
+    chosen = [c for c in curves if c["setting"] == setting]
+    datasets = [d for d in DATASETS if any(c["dataset"] == d for c in chosen)]
+    fig, axes = plt.subplots(2, len(datasets), figsize=(4.0 * len(datasets), 6.2), squeeze=False, sharex=True)
+    for j, d in enumerate(datasets):
+        for c in (c for c in chosen if c["dataset"] == d):
+            h = pd.DataFrame(c["history"])
+            for i, column in enumerate(("valid_total", "transfer_loss")):
+                if column in h:
+                    ax = axes[i][j]
+                    ax.plot(h["step"], h[column], lw=0.8, alpha=0.45, label=f"world {c['world']}")
+                    ax.plot(h["step"], smoothed(h[column].to_numpy(float), 5), lw=1.4,
+                            color=ax.lines[-1].get_color())
+        axes[0][j].set_title(d, fontsize=10)
+        for i, label in enumerate(("within-line validation loss", "transfer validation (1 - R2 DEGs)")):
+            ax = axes[i][j]
+            ax.axvspan(0, 500, color="0.92", zorder=0)
+            if j == 0:
+                ax.set_ylabel(label, fontsize=8)
+            ax.set_xlabel("optimizer step" if i == 1 else "")
+            if ax.lines:
+                values = np.concatenate([ln.get_ydata() for ln in ax.lines])
+                low, high = np.nanpercentile(values, 1), np.nanpercentile(values, 90)
+                ax.set_ylim(low - 0.05 * (high - low), high)
+        axes[0][j].legend(fontsize=7)
+    fig.suptitle(f"Development worlds {list(DEV_WORLDS)}, setting '{setting}': validation signals only "
+                 "(thin: every validation; thick: mean of the last 5; grey: the old 500-step warm-up)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
 
-def main(argv=None):
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--datasets", nargs="+", default=list(PROTOCOLS))
-    parser.add_argument("--profile", default="quick")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max-steps", type=int, default=6000)
-    parser.add_argument("--chunk", type=int, default=100)
-    parser.add_argument("--lr", type=float, default=None)
-    parser.add_argument("--batch-size", type=int, default=None)
-    parser.add_argument("--genes", type=int, default=None)
-    parser.add_argument("--weight-decay", type=float, default=None)
-    parser.add_argument("--hidden", default=None, help="hidden widths, e.g. 128 or 256,128")
-    parser.add_argument("--latent", type=int, default=None)
-    parser.add_argument("--tag", default="")
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS))
+    parser.add_argument("--settings", nargs="+", default=list(SETTINGS))
+    parser.add_argument("--worlds", nargs="+", type=int, default=list(DEV_WORLDS))
+    parser.add_argument("--max-steps", type=int, default=3000)
+    parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--data-dir", default=str(REPO / "data" / "benchmarks" / "convergence"))
-    parser.add_argument("--resummarise", nargs="+", default=None, metavar="JSON",
-                        help="recompute the summaries of saved runs with the profile's current early-stopping "
-                             "rule (no training) and write them together under --tag")
+    parser.add_argument("--analyse", action="store_true", help="only replay the rules on the saved curves")
     args = parser.parse_args(argv)
-    if args.resummarise:
-        return resummarise(args.resummarise, get_profile(args.profile), args.profile, args.tag)
-    profile = get_profile(args.profile)
-    train = replace(profile.train, **{k: v for k, v in (("lr", args.lr), ("batch_size", args.batch_size),
-                                                        ("weight_decay", args.weight_decay))
-                                      if v is not None})
-    data = replace(profile.data, n_top_genes=args.genes) if args.genes else profile.data
-    model = profile.model
-    if args.hidden:
-        model = replace(model, hidden=tuple(int(h) for h in args.hidden.split(",")))
-    if args.latent:
-        model = replace(model, latent=args.latent)
-    profile = replace(profile, train=train, data=data, model=model, name=profile.name)
-    results, histories, tests = [], {}, {}
-    for dataset in args.datasets:
-        print(f"[convergence] {dataset}: up to {args.max_steps} steps, test every {args.chunk}", flush=True)
-        _, history, test, seconds = curve(dataset, profile, args.seed, args.max_steps, args.chunk,
-                                          Path(args.data_dir))
-        res = summarise(dataset, history, test, profile, seconds)
-        results.append(res)
-        histories[dataset], tests[dataset] = history, test
-        print(json.dumps(res, indent=1, default=float), flush=True)
-    out = REPO / "reports" / "benchmarks"
-    out.mkdir(parents=True, exist_ok=True)
-    name = f"convergence_{args.profile}{('_' + args.tag) if args.tag else ''}"
-    payload = {"profile": args.profile, "lr": train.lr, "batch_size": train.batch_size,
-               "weight_decay": train.weight_decay, "hidden": list(model.hidden), "latent": model.latent,
-               "genes": data.n_top_genes, "patience": train.patience, "min_delta": train.min_delta,
-               "eval_every": train.eval_every, "seed": args.seed, "results": results,
-               "curves": {d: {"history": histories[d][[c for c in ("step", "valid_total", "transfer_loss")
-                                                         if c in histories[d]]].to_dict("list"),
-                              "test": tests[d].to_dict("list")} for d in histories}}
-    (out / f"{name}.json").write_text(json.dumps(payload, indent=1, default=float))
-    figure(results, histories, tests, out / f"{name}.png")
-    print(f"[convergence] wrote {out / (name + '.json')}")
-
-
-def resummarise(paths, profile, name, tag):
-    """Summaries of saved curves under the profile's current rule (warm-up, patience, margin)."""
-    results, histories, tests, curves, settings = [], {}, {}, {}, {}
-    for path in paths:
-        saved = json.loads(Path(path).read_text())
-        settings = {k: saved[k] for k in ("lr", "batch_size", "genes", "hidden", "latent", "weight_decay")
-                    if k in saved}
-        old = {r["dataset"]: r for r in saved["results"]}
-        for dataset, curve in saved["curves"].items():
-            history, test = pd.DataFrame(curve["history"]), pd.DataFrame(curve["test"])
-            res = summarise(dataset, history, test, profile, old[dataset]["seconds"])
-            res["seconds_per_step"] = old[dataset]["seconds_per_step"]
-            res["steps_per_epoch"] = old[dataset]["steps_per_epoch"]
-            res["stop_step"] = max(s["stop_step"] for s in res["signals"].values())
-            res["min_steps"] = profile.train.min_steps
-            results.append(res)
-            histories[dataset], tests[dataset], curves[dataset] = history, test, curve
-            print(json.dumps({k: res[k] for k in ("dataset", "stop_step", "signals")}, default=float))
-    train = profile.train
-    out = REPO / "reports" / "benchmarks"
-    stem = f"convergence_{name}{('_' + tag) if tag else ''}"
-    payload = {"profile": name, **settings, "min_steps": train.min_steps, "patience": train.patience,
-               "min_delta": train.min_delta, "eval_every": train.eval_every, "results": results,
-               "curves": curves, "from": [str(p) for p in paths]}
-    (out / f"{stem}.json").write_text(json.dumps(payload, indent=1, default=float))
-    figure(results, histories, tests, out / f"{stem}.png")
-    print(f"[convergence] wrote {out / (stem + '.json')}")
+    if any(w not in DEV_WORLDS for w in args.worlds):
+        parser.error(f"only development worlds {DEV_WORLDS} may be used here")
+    OUT.mkdir(parents=True, exist_ok=True)
+    path = OUT / "convergence_dev.json"
+    saved = json.loads(path.read_text()) if path.exists() else {"curves": []}
+    curves = saved["curves"]
+    if not args.analyse:
+        done = {(c["dataset"], c["world"], c["setting"]) for c in curves}
+        jobs = [(d, w, s) for s in args.settings for d in args.datasets for w in args.worlds
+                if (d, w, s) not in done]
+        for d in args.datasets:  # prepare each world once, before the workers
+            from xtcdr import pipeline
+            for w in args.worlds:
+                for s in {_profile(s)[0].data for s in args.settings}:
+                    pipeline.prepare(d, profile=replace(get_profile("quick"), data=s), seed=w,
+                                     data_dir=args.data_dir, verbose=False)
+        print(f"[convergence] {len(jobs)} curves to train, {args.workers} workers", flush=True)
+        t0 = time.perf_counter()
+        with cf.ProcessPoolExecutor(args.workers, mp_context=mp.get_context("spawn")) as pool:
+            futures = {pool.submit(run_curve, d, w, s, args.max_steps, args.data_dir): (d, w, s) for d, w, s in jobs}
+            for future in cf.as_completed(futures):
+                curves.append(future.result())
+                d, w, s = futures[future]
+                print(f"[convergence] {s} {d} world {w}: {curves[-1]['seconds']:.0f} s "
+                      f"({time.perf_counter() - t0:.0f} s elapsed)", flush=True)
+                path.write_text(json.dumps({"dev_worlds": list(DEV_WORLDS), "max_steps": args.max_steps,
+                                            "curves": curves}, default=float))
+    result = analyse(curves)
+    path.write_text(json.dumps({"dev_worlds": list(DEV_WORLDS), "max_steps": args.max_steps,
+                                "curves": curves, **result}, default=float))
+    figure(curves, OUT / "convergence_dev.png")
+    rules = pd.DataFrame(result["rules"])
+    with pd.option_context("display.width", 200, "display.max_rows", 200):
+        print(rules.round(3).to_string(index=False))
+        print(pd.DataFrame(result["quality"]).groupby("setting").median(numeric_only=True).round(4))
+    print(f"[convergence] wrote {path}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
