@@ -189,11 +189,18 @@ def test_oracle_scores_one_and_columns():
     tasks = list(tasks_of(adata).values())
     df = ev.evaluate_transfer(OraclePredictor(), adata, tasks=tasks)
     assert list(df.columns) == ["condition", "cell_type", "perturbation", "protocol", "n_cells",
-                                "n_sources", "n_degs", *ev.METRIC_COLUMNS]
-    assert df.attrs["predictor"] == "oracle"
+                                "n_sources", "n_degs", *ev.METRIC_COLUMNS, *ev.DISCRIMINATION_COLUMNS]
+    assert df.attrs["predictor"] == "oracle" and df.attrs["cell_metrics"] is False
     assert len(df) == len(tasks)
-    for column in ev.METRIC_COLUMNS:
+    for column in ev.METRIC_COLUMNS + ("pcc_all_pert_delta", "pcc_deg_pert_delta"):
         np.testing.assert_allclose(df[column], 1.0, atol=1e-6, err_msg=column)
+    by = df.set_index("condition")
+    # A and C have two scored conditions each, B one (B_t1+zz is skipped): no rank in B
+    alone = by.loc["B_d1", ["rank_all_delta", "rank_deg_delta", "centroid_hit"]]
+    assert alone.isna().all()
+    others = by.drop(index="B_d1")
+    assert (others[["rank_all_delta", "rank_deg_delta"]] == 0).all().all()
+    assert (others["centroid_hit"] == 1).all() and df["edist"].isna().all()
     row = df.set_index("condition").loc["A_d1"]
     assert row["n_cells"] == 5 and row["n_sources"] == 2 and row["protocol"] == "cross"
     as_sparse = adata.copy()
@@ -227,6 +234,113 @@ def test_evaluate_matches_direct_computation():
     assert row["pcc_all_delta"] == pytest.approx(pearsonr(observed - ctrl, predicted - ctrl).statistic, abs=1e-5)
     assert row["ev_deg_delta"] == pytest.approx(
         explained_variance_score(observed[degs] - ctrl[degs], predicted[degs] - ctrl[degs]), abs=1e-5)
+
+
+def test_discrimination_columns_match_direct_computation():
+    from xtcdr import metrics
+
+    adata = toy_adata()
+    X = adata.X
+    tasks = [t for t in tasks_of(adata).values() if t.cell_type in ("A", "C")]
+    df = ev.evaluate_transfer(SourceShiftBaseline(), adata, tasks=tasks).set_index("condition")
+    obs = adata.obs
+    for context in ("A", "C"):
+        group = [t for t in tasks if t.cell_type == context]
+        assert len(group) == 2
+        ctrl = X[group[0].control_idx].mean(0)
+        predicted = np.stack([np.mean([sum(X[p].mean(0) - X[c].mean(0) for p, c in s.components)
+                                       for s in t.sources], axis=0) for t in group])
+        observed = np.stack([X[t.target_idx].mean(0) - ctrl for t in group])
+        degs = [t.deg_idx if t.deg_idx is not None else np.array([0, 3, 5, 7]) for t in group]  # C_d3: within
+        names = [t.condition for t in group]
+        np.testing.assert_allclose(df.loc[names, "rank_all_delta"], metrics.discrimination_ranks(predicted, observed))
+        np.testing.assert_allclose(df.loc[names, "rank_deg_delta"],
+                                   metrics.discrimination_ranks(predicted, observed, genes=degs))
+        np.testing.assert_array_equal(df.loc[names, "centroid_hit"], metrics.centroid_accuracy(predicted, observed))
+        # perturbed centroid: the mean of the training perturbations' means (t1, t2) in the context
+        train = obs["split"] == "train"
+        centroid = np.mean([X[np.flatnonzero(train & (obs["condition"] == f"{context}_{p}"))].mean(0)
+                            for p in ("t1", "t2")], axis=0)
+        for t, pred, g in zip(group, predicted + ctrl, degs):
+            truth = X[t.target_idx].mean(0)
+            assert df.loc[t.condition, "pcc_all_pert_delta"] == pytest.approx(
+                pearsonr(truth - centroid, pred - centroid).statistic, abs=1e-5)
+            assert df.loc[t.condition, "pcc_deg_pert_delta"] == pytest.approx(
+                pearsonr((truth - centroid)[g], (pred - centroid)[g]).statistic, abs=1e-5)
+
+
+def test_pert_delta_is_nan_without_training_perturbations():
+    adata = toy_adata()
+    adata.obs["split"] = adata.obs["split"].astype(str)
+    adata.obs.loc[(adata.obs["cell_type"] == "C") & ~adata.obs["is_control"]
+                  & (adata.obs["split"] != "test"), "split"] = "valid"
+    task = tasks_of(adata)["C_d1"]
+    row = ev.evaluate_transfer(SourceShiftBaseline(), adata, tasks=[task]).iloc[0]
+    assert np.isnan(row["pcc_all_pert_delta"]) and np.isnan(row["pcc_deg_pert_delta"])
+    assert np.isnan(row["rank_all_delta"])   # a single task: nothing to rank it among
+
+
+def test_default_predict_cells_shift_the_target_controls():
+    adata = toy_adata()
+    X = adata.X
+    task = tasks_of(adata)["B_d1"]
+    source = task.sources[0]
+    predictor = SourceShiftBaseline()
+    cells = predictor.predict_cells(X, task, source, np.random.default_rng(0))
+    np.testing.assert_allclose(cells.mean(0), predictor.predict(X, task, source), atol=1e-5)
+    np.testing.assert_allclose(cells - cells.mean(0), X[task.control_idx] - X[task.control_idx].mean(0), atol=1e-5)
+    drawn = predictor.predict_cells(X, task, source, np.random.default_rng(0), n_cells=20)
+    assert drawn.shape == (20, N_GENES)
+
+
+def test_energy_distance_column_against_direct_computation():
+    from sklearn.decomposition import PCA
+
+    from xtcdr import metrics
+
+    adata = toy_adata()
+    X = adata.X
+    tasks = list(tasks_of(adata).values())
+    predictor = SourceShiftBaseline()
+    df = ev.evaluate_transfer(predictor, adata, tasks=tasks, cell_metrics=True, seed=3)
+    train = np.flatnonzero(adata.obs["split"] == "train")
+    pca = PCA(n_components=min(ev.EDIST_COMPONENTS, N_GENES), random_state=3).fit(X[train])
+    assert df.attrs["edist_components"] == N_GENES and df.attrs["edist_fit_cells"] == train.size
+    for task, value in zip(tasks, df["edist"]):
+        rng = ev._stable_rng(3, task.condition)         # the toy's conditions are under the cell cap
+        per_source = -(-task.target_idx.size // len(task.sources))
+        cells = np.concatenate([predictor.predict_cells(X, task, s, rng, n_cells=per_source) for s in task.sources])
+        expected = metrics.energy_distance(pca.transform(cells), pca.transform(X[task.target_idx]))
+        assert value == pytest.approx(expected, rel=1e-4), task.condition
+    no_split = adata.copy()
+    del no_split.obs["split"]
+    with pytest.raises(ValueError, match="split"):
+        ev.evaluate_transfer(predictor, no_split, tasks=tasks, cell_metrics=True)
+
+
+def test_new_columns_on_a_small_synthetic_twin():
+    from xtcdr import pipeline, synthetic
+    from xtcdr.baselines import TrainMeanBaseline
+
+    adata = pipeline.prepare(synthetic.simulate("synthetic_drugs", n_genes=120, n_singles=12,
+                                                cells_per_condition=20, controls_per_cell_type=60),
+                             seed=0, verbose=False)
+    tasks = ev.transfer_tasks(adata, protocol="cross")
+    assert len(tasks) >= 4 and len({t.cell_type for t in tasks}) == 3
+    results = {p.name: ev.evaluate_transfer(p.fit(adata), adata, tasks=tasks, cell_metrics=True)
+               for p in (ControlBaseline(), SourceShiftBaseline(), TrainMeanBaseline(), OraclePredictor())}
+    for name, df in results.items():
+        assert set(ev.DISCRIMINATION_COLUMNS) <= set(df.columns)
+        assert df[["rank_all_delta", "rank_deg_delta"]].stack().between(0, 1).all(), name
+        assert df["centroid_hit"].isin([0.0, 1.0]).all() and (df["edist"] > -1e-9).all(), name
+        assert df.attrs["edist_components"] == ev.EDIST_COMPONENTS
+    # the control baseline's prediction has no delta: it ties with every condition
+    assert (results["control"]["rank_all_delta"] == 0.5).all()
+    assert results["train_mean"]["pcc_all_pert_delta"].isna().all()   # it predicts the perturbed centroid
+    assert (results["oracle"]["rank_all_delta"] == 0).all()
+    assert results["source_shift"]["edist"].mean() < results["control"]["edist"].mean()
+    summary = ev.summarize(results["source_shift"])
+    assert summary.loc["mean", "centroid_hit"] == pytest.approx(results["source_shift"]["centroid_hit"].mean())
 
 
 def test_evaluate_errors():
@@ -307,6 +421,36 @@ def test_model_predictor_matches_direct_computation(condition):
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
     df = ev.evaluate_transfer(predictor, adata, tasks=[task])
     assert df.attrs["predictor"] == "XTransferCDR" and np.isfinite(df["r2_all"]).all()
+
+
+@pytest.mark.parametrize("offset", ["none", "swap"])
+def test_model_predictor_cells_match_direct_computation(offset):
+    torch.manual_seed(0)
+    adata = toy_adata()
+    X = adata.X
+    task = tasks_of(adata)["A_t1+t2"]
+    source = task.sources[0]
+    model = StandIn(N_GENES).train()
+    predictor = ev.ModelPredictor(model, batch_size=3, offset=offset)
+    cells = predictor.predict_cells(X, task, source, np.random.default_rng(5), n_cells=7)
+    assert cells.shape == (7, N_GENES) and model.training
+
+    rng = np.random.default_rng(5)
+    model.eval()
+    with torch.no_grad():
+        t = lambda rows: torch.from_numpy(X[rows])
+        z = model.basal(t(rng.choice(task.control_idx, 7, replace=False)))
+        if offset == "swap":
+            z = z + model.pert(t(task.control_idx)).mean(0)
+        for perturbed, controls in source.components:
+            codes = model.pert(t(rng.choice(perturbed, 7, replace=perturbed.size < 7)))
+            if offset == "swap":
+                codes = codes - model.pert(t(controls)).mean(0)
+            z = z + codes
+        expected = model.dec[1](z).numpy()
+    np.testing.assert_allclose(cells, expected, rtol=1e-5, atol=1e-5)
+    df = ev.evaluate_transfer(predictor, adata, tasks=[task], cell_metrics=True)
+    assert np.isfinite(df["edist"]).all()
 
 
 # ----------------------------------------------------------------------------- DEGs of the scored cells

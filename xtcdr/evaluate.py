@@ -21,6 +21,14 @@ same six metrics on deltas against the mean of the target's controls (suffix ``_
 The DEGs (the paper's rule: top 50 by t-score among genes with log2 |fc| >= 1) are chosen with the
 test ground truth (observed cells vs controls), as in the paper; read the ``_deg`` columns with
 that in mind. A condition with fewer than 2 DEGs passing the rule gets NaN DEG metrics.
+
+Beyond the paper (`DISCRIMINATION_COLUMNS`, metric functions in `xtcdr.metrics`): mean-profile
+R^2 rewards a prediction that is right about what all perturbations share, even when it cannot
+tell them apart. So each row also carries PerturBench's rank of the prediction among the held-out
+conditions of its target context (on deltas, all genes and DEGs), Systema's centroid hit and
+Pearson of deltas against the perturbed centroid (the mean of the training perturbations of the
+target context instead of its controls), and, on request, an energy distance between predicted
+and observed cells.
 """
 from __future__ import annotations
 
@@ -31,16 +39,18 @@ import zlib
 import numpy as np
 import pandas as pd
 from scipy import sparse
-from scipy.stats import rankdata
 
+from .metrics import (centroid_accuracy, discrimination_ranks, energy_distance,
+                      explained_variance, mean_of_centroids, pearson, pearson_delta, r2,
+                      spearman)
 from .pairing import require_obs
 
 __all__ = [
-    "r2", "explained_variance", "pearson", "spearman",
+    "r2", "explained_variance", "pearson", "spearman",  # re-exported from xtcdr.metrics
     "Source", "TransferTask", "transfer_tasks", "PROTOCOLS",
     "Predictor", "ModelPredictor",
-    "METRIC_COLUMNS", "evaluate_transfer", "summarize", "compare", "scored_degs",
-    "target_positions",
+    "METRIC_COLUMNS", "DISCRIMINATION_COLUMNS", "EDIST_COMPONENTS", "EDIST_MAX_CELLS",
+    "evaluate_transfer", "summarize", "compare", "scored_degs", "target_positions",
 ]
 
 PROTOCOLS = ("auto", "cross", "within", "combination")
@@ -49,98 +59,15 @@ MIN_CELLS_WITHIN = 4   # fewest cells for "within" (two halves of at least two c
 
 _BASE_METRICS = ("r2_all", "r2_deg", "ev_all", "ev_deg", "pcc_all", "pcc_deg")
 METRIC_COLUMNS = _BASE_METRICS + tuple(f"{m}_delta" for m in _BASE_METRICS)
+# Beyond the paper: discrimination among the held-out conditions of a target context (rank,
+# centroid), deltas against the perturbed centroid, and the cell-level energy distance (NaN
+# unless evaluate_transfer(cell_metrics=True)).
+DISCRIMINATION_COLUMNS = ("rank_all_delta", "rank_deg_delta", "centroid_hit",
+                          "pcc_all_pert_delta", "pcc_deg_pert_delta", "edist")
+EDIST_COMPONENTS = 20     # PCA components (fitted on training cells) the energy distance is computed in
+EDIST_MAX_CELLS = 300     # cells per condition and side, drawn with a seeded generator
+EDIST_MAX_FIT_CELLS = 20000  # training cells the PCA is fitted on, at most
 _TASK_COLUMNS = ("condition", "cell_type", "perturbation", "protocol", "n_cells", "n_sources", "n_degs")
-
-
-# ----------------------------------------------------------------------------- metrics
-def _pair(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
-    y_true = np.asarray(y_true, dtype=np.float64)
-    y_pred = np.asarray(y_pred, dtype=np.float64)
-    if y_true.ndim != 1 or y_pred.ndim != 1:
-        raise ValueError(
-            f"metrics take 1-D vectors over genes, got shapes {y_true.shape} and {y_pred.shape}; "
-            "pass mean profiles such as X[idx].mean(0)"
-        )
-    if y_true.shape != y_pred.shape:
-        raise ValueError(f"length mismatch: y_true has {y_true.size} values, y_pred has {y_pred.size}")
-    return y_true, y_pred
-
-
-def _force_finite(numerator: float, denominator: float) -> float:
-    # sklearn's force_finite=True: perfect prediction -> 1.0, constant y_true otherwise -> 0.0
-    if numerator == 0.0:
-        return 1.0
-    if denominator == 0.0:
-        return 0.0
-    return float(1.0 - numerator / denominator)
-
-
-def r2(y_true, y_pred) -> float:
-    """Coefficient of determination, as ``sklearn.metrics.r2_score``.
-
-    Returns 1.0 for a perfect prediction, 0.0 for an imperfect prediction of a constant
-    ``y_true`` (sklearn's ``force_finite``), NaN for fewer than 2 values or NaN inputs.
-    Raises ValueError when the lengths differ.
-    """
-    y_true, y_pred = _pair(y_true, y_pred)
-    if y_true.size < 2:
-        return float("nan")
-    numerator = float(np.sum((y_true - y_pred) ** 2))
-    denominator = float(np.sum((y_true - y_true.mean()) ** 2))
-    if np.isnan(numerator) or np.isnan(denominator):
-        return float("nan")
-    return _force_finite(numerator, denominator)
-
-
-def explained_variance(y_true, y_pred) -> float:
-    """Explained variance, as ``sklearn.metrics.explained_variance_score``.
-
-    ``1 - Var(y_true - y_pred) / Var(y_true)``; ignores a constant offset, unlike `r2`.
-    Same edge cases as `r2`: constant ``y_true`` gives 1.0 if the residual is constant
-    (variance 0) else 0.0; fewer than 2 values gives NaN; length mismatch raises ValueError.
-    """
-    y_true, y_pred = _pair(y_true, y_pred)
-    if y_true.size < 2:
-        return float("nan")
-    residual = y_true - y_pred
-    numerator = float(np.mean((residual - residual.mean()) ** 2))
-    denominator = float(np.mean((y_true - y_true.mean()) ** 2))
-    if np.isnan(numerator) or np.isnan(denominator):
-        return float("nan")
-    return _force_finite(numerator, denominator)
-
-
-def _correlation(x: np.ndarray, y: np.ndarray) -> float:
-    if x.size < 2 or np.isnan(x).any() or np.isnan(y).any():
-        return float("nan")
-    if (x == x[0]).all() or (y == y[0]).all():
-        return float("nan")
-    xm = x - x.mean()
-    ym = y - y.mean()
-    norm_x, norm_y = np.linalg.norm(xm), np.linalg.norm(ym)
-    if norm_x == 0.0 or norm_y == 0.0:
-        return float("nan")
-    return float(np.clip(np.dot(xm / norm_x, ym / norm_y), -1.0, 1.0))
-
-
-def pearson(y_true, y_pred) -> float:
-    """Pearson correlation, as ``scipy.stats.pearsonr(y_true, y_pred).statistic``.
-
-    NaN (without a warning) when either input is constant, has fewer than 2 values or holds NaN.
-    Raises ValueError when the lengths differ.
-    """
-    return _correlation(*_pair(y_true, y_pred))
-
-
-def spearman(y_true, y_pred) -> float:
-    """Spearman rank correlation, as ``scipy.stats.spearmanr(y_true, y_pred).statistic``.
-
-    Pearson correlation of average ranks; same edge cases as `pearson`.
-    """
-    y_true, y_pred = _pair(y_true, y_pred)
-    if y_true.size < 2 or np.isnan(y_true).any() or np.isnan(y_pred).any():
-        return float("nan")
-    return _correlation(rankdata(y_true), rankdata(y_pred))
 
 
 # ----------------------------------------------------------------------------- tasks
@@ -321,6 +248,8 @@ class Predictor:
     ``fit(adata)`` may read only cells with ``obs['split'] == 'train'`` and returns self.
     ``predict(X, task, source)`` returns the predicted mean profile, shape ``(n_genes,)``, of the
     task's target cells from one source; ``X`` is the dense float32 expression matrix.
+    ``predict_cells(X, task, source, rng)`` returns predicted single cells (the energy distance of
+    `evaluate_transfer` reads them).
     """
 
     name: str = "predictor"
@@ -330,6 +259,24 @@ class Predictor:
 
     def predict(self, X: np.ndarray, task: TransferTask, source: Source) -> np.ndarray:
         raise NotImplementedError(f"{type(self).__name__} must implement predict(X, task, source)")
+
+    def predict_cells(self, X: np.ndarray, task: TransferTask, source: Source,
+                      rng: np.random.Generator, n_cells: int | None = None) -> np.ndarray:
+        """Predicted cells of the target from one source, shape ``(n, n_genes)``.
+
+        Default for predictors of mean profiles: the target's control cells, each shifted by
+        ``predict(X, task, source) - mean of the target's controls``, so the cells keep the
+        controls' spread around the predicted mean. ``n_cells``: how many (drawn from the
+        controls with ``rng``, without replacement while there are enough); None: every control.
+        """
+        controls = np.asarray(task.control_idx)
+        if controls.size == 0:
+            raise ValueError(f"task {task.condition!r} has no control cells to shift")
+        if n_cells is not None:
+            controls = rng.choice(controls, int(n_cells), replace=controls.size < int(n_cells))
+        shift = (np.asarray(self.predict(X, task, source), dtype=np.float64)
+                 - X[task.control_idx].mean(axis=0, dtype=np.float64))
+        return X[controls].astype(np.float64) + shift
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
@@ -409,6 +356,46 @@ class ModelPredictor(Predictor):
             model.train(was_training)
         return (total / n_controls).cpu().numpy()
 
+    def predict_cells(self, X: np.ndarray, task: TransferTask, source: Source,
+                      rng: np.random.Generator, n_cells: int | None = None) -> np.ndarray:
+        """Decoded single cells ``D(E_s(x_ctrl) + sum_k E_p(x_k))`` (with this predictor's offset).
+
+        Each of the ``n_cells`` cells (default: as many as the task scores) pairs a control cell of
+        the target drawn with ``rng`` with one perturbed cell of each source component drawn with
+        ``rng`` (without replacement while there are enough), as `predicted_cells` does.
+        """
+        import torch
+
+        model = self.model
+        device = next(model.parameters()).device
+        n = int(n_cells) if n_cells is not None else int(np.asarray(task.target_idx).size)
+        control_idx = np.asarray(task.control_idx)
+        if control_idx.size == 0:
+            raise ValueError(f"task {task.condition!r} has no control cells to encode")
+        picked = rng.choice(control_idx, n, replace=control_idx.size < n)
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                z = self._encode(model.encode_basal, X, picked, device)
+                if self.offset == "swap":
+                    z = z + self._encode(model.encode_perturbation, X, control_idx, device).mean(0)
+                for perturbed_idx, source_controls in source.components:
+                    perturbed_idx = np.asarray(perturbed_idx)
+                    if perturbed_idx.size == 0:
+                        raise ValueError(f"task {task.condition!r}: a source component has no cells")
+                    partners = rng.choice(perturbed_idx, n, replace=perturbed_idx.size < n)
+                    codes = self._encode(model.encode_perturbation, X, partners, device)
+                    if self.offset == "swap":
+                        codes = codes - self._encode(model.encode_perturbation, X,
+                                                     np.asarray(source_controls), device).mean(0)
+                    z = z + codes
+                cells = torch.cat([model.decode(z[i:i + self.batch_size])
+                                   for i in range(0, n, self.batch_size)], dim=0)
+        finally:
+            model.train(was_training)
+        return cells.to(torch.float64).cpu().numpy()
+
 
 # ----------------------------------------------------------------------------- evaluation
 def dense_float32(X) -> np.ndarray:
@@ -460,10 +447,86 @@ def _dropped(adata, task: TransferTask, drop_genes) -> np.ndarray:
                      f"got {drop_genes!r}")
 
 
+def _perturbed_centroids(adata, X: np.ndarray) -> dict[str, np.ndarray]:
+    """Per cell type, the equal-weight mean of its training perturbations' mean profiles.
+
+    Systema's perturbed-centroid reference: cells with ``obs['split'] == 'train'`` that are not
+    controls, one centroid per perturbation (`xtcdr.metrics.mean_of_centroids`). Cell types
+    without a training perturbation (or data without ``obs['split']``) are absent.
+    """
+    obs = adata.obs
+    if "split" not in obs or "cell_type" not in obs or "perturbation" not in obs:
+        return {}
+    perturbation = obs["perturbation"].astype(str).to_numpy()
+    is_control = (obs["is_control"].to_numpy().astype(bool) if "is_control" in obs
+                  else perturbation == "control")
+    train = obs["split"].astype(str).to_numpy() == "train"
+    keys = pd.DataFrame({"cell_type": obs["cell_type"].astype(str).to_numpy(), "perturbation": perturbation})
+    by_context: dict[str, list[np.ndarray]] = {}
+    for (context, _), rows in _groups(keys, np.flatnonzero(train & ~is_control)).items():
+        by_context.setdefault(context, []).append(rows)
+    return {context: mean_of_centroids(X, groups) for context, groups in by_context.items()}
+
+
+def _cell_space(adata, X: np.ndarray, seed: int):
+    """PCA (``EDIST_COMPONENTS`` components) fitted on training cells only, at most
+    ``EDIST_MAX_FIT_CELLS`` of them drawn with a seeded generator."""
+    from sklearn.decomposition import PCA
+
+    if "split" not in adata.obs:
+        raise ValueError("cell_metrics=True fits its PCA on the training cells, but adata.obs has no "
+                         "'split' column; assign one (xtcdr.pairing.assign_split) or pass cell_metrics=False")
+    train = np.flatnonzero(adata.obs["split"].astype(str).to_numpy() == "train")
+    if train.size < 3:
+        raise ValueError(f"cell_metrics=True needs training cells (obs['split'] == 'train') to fit "
+                         f"its PCA; found {train.size}. Pass cell_metrics=False")
+    if train.size > EDIST_MAX_FIT_CELLS:
+        train = np.sort(np.random.default_rng(seed).choice(train, EDIST_MAX_FIT_CELLS, replace=False))
+    n_components = min(EDIST_COMPONENTS, train.size - 1, X.shape[1])
+    # exact from the gene covariance while it is small; a seeded randomized SVD for many genes
+    solver = "covariance_eigh" if X.shape[1] <= 2000 and train.size > X.shape[1] else "randomized"
+    pca = PCA(n_components=n_components, svd_solver=solver, random_state=seed)
+    return pca.fit(X[train]), int(train.size)
+
+
+def _edist(predictor: Predictor, X: np.ndarray, task: TransferTask, pca, drop: np.ndarray,
+           seed: int) -> float:
+    """Energy distance between predicted and observed cells of one task in the PCA space."""
+    rng = _stable_rng(seed, task.condition)
+    observed = np.asarray(task.target_idx)
+    if observed.size > EDIST_MAX_CELLS:
+        observed = rng.choice(observed, EDIST_MAX_CELLS, replace=False)
+    per_source = -(-observed.size // len(task.sources))     # equal share of cells per source
+    predicted = np.concatenate([np.array(predictor.predict_cells(X, task, source, rng, n_cells=per_source),
+                                         dtype=np.float64) for source in task.sources])
+    observed = X[observed].astype(np.float64)
+    if drop.size:  # a dropped gene set to the PCA mean on both sides adds nothing to the projection
+        predicted[:, drop] = pca.mean_[drop]
+        observed[:, drop] = pca.mean_[drop]
+    return energy_distance(pca.transform(predicted), pca.transform(observed))
+
+
+def _discrimination(records: list[dict]) -> dict[str, np.ndarray]:
+    """Rank and centroid columns: each task against the other tasks of its target cell type."""
+    n = len(records)
+    out = {name: np.full(n, np.nan) for name in ("rank_all_delta", "rank_deg_delta", "centroid_hit")}
+    contexts = pd.Series([r["context"] for r in records])
+    for _, positions in contexts.groupby(contexts, sort=False).indices.items():
+        group = [records[i] for i in positions]
+        predicted = np.stack([r["predicted_delta"] for r in group])
+        observed = np.stack([r["observed_delta"] for r in group])
+        keep = [r["keep"] for r in group]
+        out["rank_all_delta"][positions] = discrimination_ranks(predicted, observed, genes=keep)
+        out["rank_deg_delta"][positions] = discrimination_ranks(
+            predicted, observed, genes=[r["degs"] for r in group])
+        out["centroid_hit"][positions] = centroid_accuracy(predicted, observed, genes=keep)
+    return out
+
+
 def evaluate_transfer(predictor: Predictor, adata, *, split: str = "test", protocol: str = "auto",
                       seed: int = 0, tasks: list[TransferTask] | None = None,
                       progress: bool = False, degs_key: str = "top_degs",
-                      drop_genes=None) -> pd.DataFrame:
+                      drop_genes=None, cell_metrics: bool = False) -> pd.DataFrame:
     """Score a predictor on every transfer task; one row per task.
 
     Parameters
@@ -473,7 +536,8 @@ def evaluate_transfer(predictor: Predictor, adata, *, split: str = "test", proto
     adata
         AnnData in the standard schema with ``uns['top_degs']``.
     split, protocol, seed
-        Passed to `transfer_tasks` when ``tasks`` is None.
+        Passed to `transfer_tasks` when ``tasks`` is None. ``seed`` also seeds the cells the energy
+        distance draws (per condition) and its PCA.
     tasks
         Precomputed tasks (reuse them so that every predictor sees the same halves).
     progress
@@ -486,25 +550,49 @@ def evaluate_transfer(predictor: Predictor, adata, *, split: str = "test", proto
         ``None`` (default) keeps every gene; ``"target"`` leaves out the gene(s) the perturbation
         names (`target_positions`: a knockdown's own target, whose measured fall is part of the
         readout rather than of the response); a function ``task -> gene names`` any others.
+    cell_metrics
+        Also compute ``edist`` (it calls ``predictor.predict_cells``, slower); False leaves it NaN.
 
     Returns
     -------
     DataFrame with columns condition, cell_type, perturbation, protocol, n_cells (scored cells),
-    n_sources, n_degs (DEGs scored), then `METRIC_COLUMNS`: r2/ev/pcc over all genes and over the top-50 DEGs of the
-    condition, on mean profiles and (suffix ``_delta``) on deltas against the target control mean.
-    ``df.attrs['predictor']`` is the predictor's name.
+    n_sources, n_degs (DEGs scored), then `METRIC_COLUMNS`: r2/ev/pcc over all genes and over the
+    top-50 DEGs of the condition, on mean profiles and (suffix ``_delta``) on deltas against the
+    target control mean; then `DISCRIMINATION_COLUMNS`:
+
+    - ``rank_all_delta``, ``rank_deg_delta``: PerturBench's rank (`xtcdr.metrics.discrimination_ranks`,
+      cosine distance) of the predicted delta among the observed deltas of the conditions scored
+      here in the same target cell type, over all genes and over this condition's DEGs.
+    - ``centroid_hit``: 1 when the prediction is nearer (Euclidean, all genes) its own observed
+      mean than that of any other condition scored in its target cell type, else 0
+      (`xtcdr.metrics.centroid_accuracy`; its mean is Systema's centroid accuracy).
+      Rank and hit compare a task with the other tasks of its cell type (whatever their protocol):
+      NaN where a cell type has a single task.
+    - ``pcc_all_pert_delta``, ``pcc_deg_pert_delta``: Pearson of deltas against the perturbed
+      centroid of the target cell type (mean of its training perturbations' mean profiles,
+      `xtcdr.metrics.pearson_delta`); NaN where the cell type has no training perturbation and
+      where the prediction equals that centroid.
+    - ``edist``: energy distance (`xtcdr.metrics.energy_distance`, Euclidean) between predicted
+      and observed cells in a PCA of ``EDIST_COMPONENTS`` components fitted on training cells
+      only, with at most ``EDIST_MAX_CELLS`` cells per side; predicted cells are shared equally
+      between the sources. Dropped genes are set to the PCA mean on both sides.
+
+    ``df.attrs``: ``predictor`` (its name), ``cell_metrics``, and with cell metrics the PCA's
+    ``edist_components``, ``edist_max_cells`` and ``edist_fit_cells``.
     """
     if tasks is None:
         tasks = transfer_tasks(adata, split=split, protocol=protocol, seed=seed)
     X = dense_float32(adata.X)
     n_genes = X.shape[1]
+    centroids = _perturbed_centroids(adata, X)
+    pca, n_fit = _cell_space(adata, X, seed) if cell_metrics else (None, 0)
     iterator = tasks
     if progress:
         from tqdm.auto import tqdm
 
         iterator = tqdm(tasks, desc=f"evaluate {predictor.name}")
 
-    rows = []
+    rows, records = [], []
     for task in iterator:
         degs = (np.asarray(task.deg_idx, dtype=np.int64) if task.deg_idx is not None
                 else _deg_positions(adata, task.condition, degs_key))
@@ -521,16 +609,30 @@ def evaluate_transfer(predictor: Predictor, adata, *, split: str = "test", proto
         observed = X[task.target_idx].mean(axis=0, dtype=np.float64)
         control_mean = X[task.control_idx].mean(axis=0, dtype=np.float64)
         drop = _dropped(adata, task, drop_genes)
-        if drop.size:
-            keep = np.setdiff1d(np.arange(n_genes), drop)
-            degs = np.searchsorted(keep, degs[~np.isin(degs, drop)])
-            predicted, observed, control_mean = predicted[keep], observed[keep], control_mean[keep]
-        values = _six(observed, predicted, degs) + _six(observed - control_mean, predicted - control_mean, degs)
+        keep = np.setdiff1d(np.arange(n_genes), drop)
+        degs = degs[~np.isin(degs, drop)]           # positions among all genes
+        records.append({"context": task.cell_type, "keep": keep, "degs": degs,
+                        "predicted_delta": predicted - control_mean, "observed_delta": observed - control_mean})
+        centroid = centroids.get(task.cell_type)
+        pert_delta = ([pearson_delta(observed[g], predicted[g], centroid[g]) for g in (keep, degs)]
+                      if centroid is not None else [np.nan, np.nan])
+        edist = _edist(predictor, X, task, pca, drop, seed) if cell_metrics else np.nan
+        local = np.searchsorted(keep, degs)           # positions among the kept genes
+        predicted, observed, control_mean = predicted[keep], observed[keep], control_mean[keep]
+        values = _six(observed, predicted, local) + _six(observed - control_mean, predicted - control_mean, local)
         rows.append([task.condition, task.cell_type, task.perturbation, task.protocol,
-                     int(np.asarray(task.target_idx).size), len(task.sources), int(degs.size), *values])
+                     int(np.asarray(task.target_idx).size), len(task.sources), int(degs.size), *values,
+                     np.nan, np.nan, np.nan, *pert_delta, edist])
 
-    df = pd.DataFrame(rows, columns=list(_TASK_COLUMNS + METRIC_COLUMNS))
+    df = pd.DataFrame(rows, columns=list(_TASK_COLUMNS + METRIC_COLUMNS + DISCRIMINATION_COLUMNS))
+    if records:
+        for column, values in _discrimination(records).items():
+            df[column] = values
     df.attrs["predictor"] = predictor.name
+    df.attrs["cell_metrics"] = bool(cell_metrics)
+    if cell_metrics:
+        df.attrs.update(edist_components=int(pca.n_components_), edist_max_cells=EDIST_MAX_CELLS,
+                        edist_fit_cells=n_fit)
     if drop_genes is not None:
         df.attrs["drop_genes"] = drop_genes if isinstance(drop_genes, str) else "custom"
     return df
@@ -540,11 +642,12 @@ def summarize(df: pd.DataFrame, metrics: list[str] | None = None) -> pd.DataFram
     """Mean and median of each metric across conditions, ignoring NaN.
 
     Returns a DataFrame with index ``["mean", "median"]``, one column per metric (default: every
-    column of `METRIC_COLUMNS` present in ``df``), ``n_cells`` (mean and median scored cells per
-    condition, when ``df`` has it) and ``n_conditions`` (number of rows).
+    column of `METRIC_COLUMNS` and `DISCRIMINATION_COLUMNS` present in ``df``), ``n_cells`` (mean
+    and median scored cells per condition, when ``df`` has it) and ``n_conditions`` (number of rows).
+    The mean of ``centroid_hit`` is the centroid accuracy.
     """
     if metrics is None:
-        metrics = [m for m in METRIC_COLUMNS if m in df.columns]
+        metrics = [m for m in METRIC_COLUMNS + DISCRIMINATION_COLUMNS if m in df.columns]
     else:
         unknown = [m for m in metrics if m not in df.columns]
         if unknown:
