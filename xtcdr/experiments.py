@@ -28,20 +28,28 @@ import numpy as np
 import pandas as pd
 
 from . import baselines as _baselines
-from .evaluate import METRIC_COLUMNS, ModelPredictor, evaluate_transfer, transfer_tasks
+from .evaluate import DISCRIMINATION_COLUMNS, METRIC_COLUMNS, ModelPredictor, evaluate_transfer, transfer_tasks
 from .paper import PAPER, paper_rows
 from .report import method_table, summary_values
 from .verdicts import WORLDS
 
-__all__ = ["MODEL", "ORACLE", "BASELINE_LABELS", "DEFAULT_BASELINES", "SELECT", "select_for", "World",
+__all__ = ["MODEL", "ORACLE", "BASELINE_LABELS", "BASELINES_OF", "DEFAULT_BASELINES", "ALL_METRICS", "label_of", "SELECT", "select_for", "World",
            "Evaluation", "evaluate_worlds", "tasks_for", "PROTOCOL_TEXT", "result_meta",
            "configurations_table", "pitfalls"]
 
 MODEL = "XTransferCDR (ours)"
 ORACLE = "oracle (replicate, 10x cells)"
 BASELINE_LABELS = {"control": "control", "source_shift": "source shift", "train_mean": "train mean",
-                   "additive": "additive"}
-DEFAULT_BASELINES = ("control", "source_shift", "train_mean")
+                   "additive": "additive", "linear_transfer": "linear transfer", "additive_linear": "additive linear"}
+# The baselines of each protocol: every table shows those that read the same inputs as the model.
+# Cross-context adds the two linear models the field's benchmarks found hard to beat (a ridge map of
+# effects from one context to another; PerturBench's additive linear model); within a context they
+# reduce to the source shift, and doubles have their own additive baseline.
+BASELINES_OF = {"cross": ("control", "source_shift", "train_mean", "linear_transfer", "additive_linear"),
+                "within": ("control", "source_shift", "train_mean"),
+                "combination": ("control", "additive", "train_mean")}
+DEFAULT_BASELINES = "by protocol"
+ALL_METRICS = tuple(METRIC_COLUMNS) + tuple(DISCRIMINATION_COLUMNS)
 
 # The validation signal whose best weights score each protocol (`xtcdr.train`): cross-context
 # tables use the transfer validation, the others the within-line validation loss.
@@ -114,7 +122,7 @@ class Evaluation:
     def summary(self, protocol: str, columns: list[str] | None = None, statistic: str = "mean") -> pd.DataFrame:
         """One row per method: the table's numbers (mean over worlds of each world's mean, or of
         each world's median with ``statistic="median"``) on ``columns`` (default: every metric)."""
-        metrics = [c for c in (columns or list(METRIC_COLUMNS)) if c in next(iter(self.runs[protocol].values()))[0]]
+        metrics = [c for c in (columns or list(ALL_METRICS)) if c in next(iter(self.runs[protocol].values()))[0]]
         names = [f"median_{c}" if statistic == "median" else c for c in metrics]
         table = self.table(protocol, names)
         table.columns = [c.removeprefix("median_") for c in table.columns]
@@ -189,7 +197,7 @@ def tasks_for(*protocols: str, split: str = "test") -> Callable:
 def evaluate_worlds(data, tasks_of: Callable, *, worlds, training_seeds=None, profile="quick",
                     baselines=DEFAULT_BASELINES, oracle: bool = True, model_label: str = MODEL,
                     progress: bool = True, predictor_kwargs: dict | None = None,
-                    varies: str | None = None, **train_kwargs) -> Evaluation:
+                    varies: str | None = None, cell_metrics: bool = True, **train_kwargs) -> Evaluation:
     """Prepare each world, train (or load) its model and score it and the baselines on its tasks.
 
     Parameters
@@ -208,7 +216,11 @@ def evaluate_worlds(data, tasks_of: Callable, *, worlds, training_seeds=None, pr
         The training seed of each world's model (default: the world's own seed). One world with
         several training seeds shows what training alone varies (notebook 04).
     baselines
-        Names from `xtcdr.baselines.BASELINES`, fitted on each world's training cells.
+        Names from `xtcdr.baselines.BASELINES`, fitted on each world's training cells: a tuple for
+        every protocol, a dict protocol -> tuple, or the default: `BASELINES_OF` each protocol.
+    cell_metrics
+        Also score predicted cells against observed cells (the energy distance ``edist``,
+        `xtcdr.evaluate.evaluate_transfer`).
     oracle
         Add the replicate oracle on synthetic twins (`ReplicateOracle.from_synthetic`, 10x the
         cells of a condition, drawn from the same world); ignored for real data.
@@ -228,7 +240,13 @@ def evaluate_worlds(data, tasks_of: Callable, *, worlds, training_seeds=None, pr
     if not worlds or len(training_seeds) != len(worlds):
         raise ValueError(f"evaluate_worlds needs at least one world and one training seed per world, got "
                          f"worlds {worlds} and training seeds {training_seeds}")
-    unknown = [b for b in baselines if b not in _baselines.BASELINES]
+    def baselines_for(protocol):
+        if baselines == DEFAULT_BASELINES:
+            return BASELINES_OF.get(protocol, BASELINES_OF["within"])
+        return baselines.get(protocol, ()) if isinstance(baselines, dict) else tuple(baselines)
+
+    names = {b for p in ("cross", "within", "combination") for b in baselines_for(p)}
+    unknown = sorted(names - set(_baselines.BASELINES))
     if unknown:
         raise ValueError(f"unknown baseline(s) {unknown}; valid: {sorted(_baselines.BASELINES)}")
     if varies is None:
@@ -248,17 +266,23 @@ def evaluate_worlds(data, tasks_of: Callable, *, worlds, training_seeds=None, pr
             result.training.setdefault(protocol, {})[i] = dict(history.attrs.get("training", {}))
             runs = result.runs.setdefault(protocol, {})
             runs.setdefault(model_label, []).append(
-                evaluate_transfer(ModelPredictor(model, **(predictor_kwargs or {})), adata, tasks=task_list))
+                evaluate_transfer(ModelPredictor(model, **(predictor_kwargs or {})), adata, tasks=task_list,
+                                  cell_metrics=cell_metrics, seed=s))
         result.kinds[model_label] = "model"
-        predictors = {label_of(name): _baselines.get_baseline(name).fit(adata) for name in baselines}
-        result.kinds.update({label: "baseline" for label in predictors})
+        fitted = {n: _baselines.get_baseline(n).fit(adata) for n in sorted({b for p in tasks for b in baselines_for(p)})}
+        result.kinds.update({label_of(n): "baseline" for n in fitted})
         name = dataset_name(adata) if not isinstance(data, str) else data
+        reference = None
         if oracle and name in TWINS:
-            predictors[ORACLE] = _baselines.ReplicateOracle.from_synthetic(name, adata).fit(adata)
+            reference = _baselines.ReplicateOracle.from_synthetic(name, adata).fit(adata)
             result.kinds[ORACLE] = "oracle"
         for protocol, task_list in tasks.items():
+            predictors = {label_of(n): fitted[n] for n in baselines_for(protocol)}
+            if reference is not None:
+                predictors[ORACLE] = reference
             for label, predictor in predictors.items():
-                result.runs[protocol].setdefault(label, []).append(evaluate_transfer(predictor, adata, tasks=task_list))
+                result.runs[protocol].setdefault(label, []).append(
+                    evaluate_transfer(predictor, adata, tasks=task_list, cell_metrics=cell_metrics, seed=s))
     return result
 
 
