@@ -91,10 +91,15 @@ def _check_schema(adata):
 # ------------------------------------------------------------------------- registry and names
 
 def test_registry_entries():
-    assert list(datasets.REGISTRY) == ["sciplex3", "sciplex4", "replogle_k562",
-                                       "replogle_rpe1", "norman2019"]
+    assert list(datasets.REGISTRY) == ["datlinger2021_jurkat", "papalexi2021_thp1", "sciplex3",
+                                       "sciplex4", "replogle_k562", "replogle_rpe1", "norman2019"]
+    assert datasets.SHIPPED == ("datlinger2021_jurkat", "papalexi2021_thp1")
     for name, info in datasets.REGISTRY.items():
         assert info.name == name
+        if info.shipped:                      # in the repository, never downloaded
+            assert info.url == "" and info.md5 is None and len(info.sha256) == 64
+            assert info.filename == f"{name}.h5ad" and info.citation and info.origin
+            continue
         assert info.url == f"https://zenodo.org/records/10044268/files/{info.filename}"
         assert info.md5 is None or len(info.md5) == 32
     assert datasets.REGISTRY["norman2019"].md5 == "c870e6967d91c017d9da827bab183cd6"
@@ -111,9 +116,14 @@ def test_registry_entries():
         datasets.REGISTRY["sciplex3"].md5 = "x"  # frozen
 
 
-def test_names_synthetic_first():
-    assert datasets.names()[:len(datasets.SYNTHETIC)] == list(datasets.SYNTHETIC)
-    assert datasets.names()[len(datasets.SYNTHETIC):] == list(datasets.REGISTRY)
+def test_names_synthetic_first_then_shipped_then_downloaded():
+    names = datasets.names()
+    n_synthetic, n_shipped = len(datasets.SYNTHETIC), len(datasets.SHIPPED)
+    assert names[:n_synthetic] == list(datasets.SYNTHETIC)
+    assert names[n_synthetic:n_synthetic + n_shipped] == list(datasets.SHIPPED)
+    assert names[n_synthetic:] == list(datasets.REGISTRY)
+    assert all(datasets.dataset_info(n).shipped for n in datasets.SHIPPED)
+    assert not any(datasets.dataset_info(n).shipped for n in names[n_synthetic + n_shipped:])
 
 
 def test_unknown_name_lists_valid_names():
