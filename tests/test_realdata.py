@@ -173,6 +173,8 @@ def test_jurkat_scperturb_loader_keeps_guide_labels(jurkat_raw):
     assert set(out.obs["cell_type"]) == {"Jurkat cells"}
     assert out.obs["perturbation"].nunique() == 41 and not out.obs["perturbation"].str.contains("+", regex=False).any()
     assert out.uns["xtcdr"]["dataset"] == "replogle_k562"
+    with pytest.raises(ValueError, match="own conversion"):
+        convert(JURKAT, jurkat_raw)
 
 
 @pytest.fixture(scope="module")

@@ -394,8 +394,12 @@ def convert(name: str, adata: AnnData, *, copy: bool = True) -> AnnData:
 
     Applies the dataset's cell filter (sci-Plex3: 10 uM plus controls; sci-Plex4: single-drug
     cells), drops cells without a perturbation label, then maps obs with :func:`from_anndata`.
-    ``copy=False`` lets the result share ``X`` with ``adata``.
+    ``copy=False`` lets the result share ``X`` with ``adata``. Shipped datasets have their own
+    conversion: use :func:`load`.
     """
+    if dataset_info(name).shipped:
+        raise ValueError(f"{name!r} is a shipped dataset with its own conversion "
+                         f"(xtcdr.realdata); use xtcdr.datasets.load({name!r}).")
     keep, notes = _cell_mask(name, adata)
     subset = adata if keep.all() else adata[keep]
     return _convert_kept(name, subset, notes, copy=copy)
