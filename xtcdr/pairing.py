@@ -30,12 +30,13 @@ cell-type transfer and scGen's held-out cell type):
   ``test_context`` when it is given, e.g. to predict only the stimulated state from the
   unstimulated one). They are dealt into ``n_folds`` folds (seeded by ``fold_seed``) so that the
   conditions of one perturbation fall in different folds (when it has more conditions than there
-  are folds, in every fold): no perturbation has all its cell types in one fold.
+  are folds, in every fold): no perturbation has all its cell types in one fold, and while it has
+  no more conditions than there are folds, every source of a test condition is a training cell.
   ``fold`` / ``seed % n_folds`` picks the test fold. Works for a single perturbation measured
   in several cell types.
 
-For a dataset with combinations the doubles are held out (the model is trained on singles, as the
-paper says).
+By default (no rule given, no published list) a dataset with combinations holds out its doubles
+(the model is trained on singles, as the paper says).
 
 **Transfer validation.** Where perturbations are measured in several cell types, a seeded few of
 the *training* perturbations are held back in one of their cell types: those cells go to
