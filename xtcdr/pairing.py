@@ -31,7 +31,7 @@ cell-type transfer and scGen's held-out cell type):
   unstimulated one). They are dealt into ``n_folds`` folds (seeded by ``fold_seed``) so that the
   conditions of one perturbation fall in different folds (when it has more conditions than there
   are folds, in every fold): no perturbation has all its cell types in one fold, and while it has
-  no more conditions than there are folds, every source of a test condition is a training cell.
+  no more conditions than there are folds, no source of a test condition is a test cell.
   ``fold`` / ``seed % n_folds`` picks the test fold. Works for a single perturbation measured
   in several cell types.
 
