@@ -91,10 +91,15 @@ def _check_schema(adata):
 # ------------------------------------------------------------------------- registry and names
 
 def test_registry_entries():
-    assert list(datasets.REGISTRY) == ["sciplex3", "sciplex4", "replogle_k562",
-                                       "replogle_rpe1", "norman2019"]
+    assert list(datasets.REGISTRY) == ["datlinger2021_jurkat", "papalexi2021_thp1", "sciplex3",
+                                       "sciplex4", "replogle_k562", "replogle_rpe1", "norman2019"]
+    assert datasets.SHIPPED == ("datlinger2021_jurkat", "papalexi2021_thp1")
     for name, info in datasets.REGISTRY.items():
         assert info.name == name
+        if info.shipped:                      # in the repository, never downloaded
+            assert info.url == "" and info.md5 is None and len(info.sha256) == 64
+            assert info.filename == f"{name}.h5ad" and info.citation and info.origin
+            continue
         assert info.url == f"https://zenodo.org/records/10044268/files/{info.filename}"
         assert info.md5 is None or len(info.md5) == 32
     assert datasets.REGISTRY["norman2019"].md5 == "c870e6967d91c017d9da827bab183cd6"
@@ -111,9 +116,45 @@ def test_registry_entries():
         datasets.REGISTRY["sciplex3"].md5 = "x"  # frozen
 
 
-def test_names_synthetic_first():
-    assert datasets.names()[:len(datasets.SYNTHETIC)] == list(datasets.SYNTHETIC)
-    assert datasets.names()[len(datasets.SYNTHETIC):] == list(datasets.REGISTRY)
+def test_names_synthetic_first_then_shipped_then_downloaded():
+    names = datasets.names()
+    n_synthetic, n_shipped = len(datasets.SYNTHETIC), len(datasets.SHIPPED)
+    assert names[:n_synthetic] == list(datasets.SYNTHETIC)
+    assert names[n_synthetic:n_synthetic + n_shipped] == list(datasets.SHIPPED)
+    assert names[n_synthetic:] == list(datasets.REGISTRY)
+    assert all(datasets.dataset_info(n).shipped for n in datasets.SHIPPED)
+    assert not any(datasets.dataset_info(n).shipped for n in names[n_synthetic + n_shipped:])
+
+
+def test_shipped_info_needs_its_sha256():
+    with pytest.raises(ValueError, match="needs its sha256"):
+        DatasetInfo(name="x", url="", filename="x.h5ad", md5=None, kind="genetic",
+                    description="", shipped=True)
+
+
+def test_dataset_modules_import_no_cycle():
+    """datasets imports realdata, schema and h5ad_rows; none of them imports datasets back."""
+    import ast
+
+    package = Path(datasets.__file__).parent
+    graph = {}
+    for path in package.glob("*.py"):
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                deps.update([node.module.split(".")[0]] if node.module else
+                            [a.name for a in node.names])
+        graph[path.stem] = deps
+    for start in ("datasets", "realdata", "schema", "h5ad_rows", "pairing", "config"):
+        seen, stack = set(), [start]
+        while stack:
+            for dep in graph.get(stack.pop(), ()):
+                if dep not in seen:
+                    seen.add(dep)
+                    stack.append(dep)
+        assert start not in seen, f"{start} imports itself back through {sorted(seen)}"
+    assert {"realdata", "schema", "h5ad_rows"} <= graph["datasets"]
+    assert datasets.read_h5ad_rows.__module__ == "xtcdr.h5ad_rows"      # re-exported
 
 
 def test_unknown_name_lists_valid_names():
@@ -261,10 +302,8 @@ def test_from_anndata_defaults_and_input_untouched():
     assert source.X[0, 0] != -1.0
 
 
-def test_from_anndata_real_jurkat_file_if_present():
-    path = Path("/work/shared/realdata/datlinger2021_jurkat_scperturb.h5ad")
-    if not path.exists():
-        pytest.skip("development data not present")
+def test_from_anndata_real_jurkat_file():
+    path = Path(__file__).parents[1] / "data" / "real" / "datlinger2021_jurkat.h5ad"  # shipped
     import anndata
     adata = from_anndata(anndata.read_h5ad(path), perturbation_key="perturbation",
                          cell_type_key="cell_line")

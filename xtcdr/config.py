@@ -25,16 +25,46 @@ class DataConfig:
     min_log2fc: float = 1.0      # the paper's DEG threshold, log2 |fold change| >= 1
     deg_rule: str = "fold_change"  # "fold_change" (the paper) or "score" (t-score alone)
     hvg_cells: str = "all"       # "all" (the released code) or "non_test" (held-out cells excluded)
-    test_rule: str | None = None  # None: the dataset's default; "published" | "strongest" | "random" | "doubles"
+    test_rule: str | None = None  # None: the dataset's default; "published" | "strongest" | "random" |
+    #                               "doubles" | "kfold" | "conditions" (xtcdr.pairing.assign_split)
     n_test: int | None = None    # k for "strongest"/"random"/"doubles"; None: the dataset's or test_fraction (every double for "doubles")
     valid_fraction: float = 0.2  # cells of training perturbations held for validation (paper: 4:1)
     test_fraction: float = 0.2   # perturbations held out when a dataset has no published list
     n_transfer_valid: int | None = None  # training perturbations held back in one line to validate
     #                                      transfer (None: 20% of those measured in 2+ lines, >= 3; 0: none)
+    n_folds: int = 5             # "kfold"/"conditions": number of folds of targets, resp. conditions
+    fold: int | None = None      # the held-out fold; None: seed % n_folds (seed s of a real dataset = fold s)
+    fold_seed: int = 0           # seeds the partition into folds (never the world seed)
+    test_context: str | None = None  # "conditions": hold out only this cell type's conditions
 
     def __post_init__(self):
         if self.hvg_cells not in ("all", "non_test"):
             raise ValueError(f"DataConfig.hvg_cells must be 'all' or 'non_test', got {self.hvg_cells!r}")
+        if not _is_int(self.n_folds) or self.n_folds < 2:
+            raise ValueError(f"DataConfig.n_folds must be an integer of at least 2, got {self.n_folds!r}")
+        if self.fold is not None and (not _is_int(self.fold) or not 0 <= self.fold < self.n_folds):
+            raise ValueError(f"DataConfig.fold must be None (seed % n_folds) or an integer in "
+                             f"[0, {self.n_folds - 1}] for n_folds={self.n_folds}, got {self.fold!r}")
+        if not _is_int(self.fold_seed) or self.fold_seed < 0:
+            raise ValueError(f"DataConfig.fold_seed must be a non-negative integer, got {self.fold_seed!r}")
+        if self.test_context is not None:
+            if not isinstance(self.test_context, str) or not self.test_context.strip():
+                raise ValueError(f"DataConfig.test_context must be a cell type name or None, got "
+                                 f"{self.test_context!r}")
+            if self.test_rule != "conditions":
+                raise ValueError(f"DataConfig.test_context={self.test_context!r} applies only to "
+                                 f"test_rule='conditions' (got test_rule={self.test_rule!r}); set "
+                                 f"test_rule='conditions' or drop test_context.")
+        if self.test_rule in ("kfold", "conditions") and self.n_test is not None:
+            raise ValueError(f"DataConfig.n_test does not apply to test_rule={self.test_rule!r} "
+                             f"(n_folds sets the size of a fold); leave n_test=None.")
+
+
+def _is_int(value) -> bool:
+    """An int (numpy ints too), not a bool."""
+    import numbers
+
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)

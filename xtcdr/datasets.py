@@ -1,14 +1,18 @@
 """Named datasets and conversion of any AnnData to the standard xtcdr schema.
 
-Two kinds of names:
+Three kinds of names, listed by :func:`names` in this order:
 
 - synthetic twins (``SYNTHETIC``), generated on the fly by :func:`xtcdr.synthetic.simulate`;
-- real datasets (``REGISTRY``): the scPerturb harmonised h5ad files (Zenodo record 10044268),
-  downloaded once with pooch into ``<data_dir>/raw/`` and verified by checksum on every load.
+- shipped real datasets (``SHIPPED``, in ``REGISTRY`` with ``shipped=True``): two small real
+  screens in the repository's ``data/real/`` folder, read from there (never downloaded) and
+  verified by sha256 on every load (`xtcdr.realdata`);
+- downloaded real datasets (the rest of ``REGISTRY``): the scPerturb harmonised h5ad files
+  (Zenodo record 10044268), downloaded once with pooch into ``<data_dir>/raw/`` and verified by
+  checksum on every load.
 
 Every loader returns an AnnData with raw counts in ``X`` (as the source gives them) and the
 standard obs columns ``cell_type``, ``perturbation``, ``dose``, ``is_control``, ``condition``
-(see :func:`from_anndata`). Bring your own data with :func:`from_anndata`.
+(see :func:`from_anndata`, `xtcdr.schema`). Bring your own data with :func:`from_anndata`.
 
 Checksums: where scPerturb publishes an md5 it is given to pooch, which downloads to a temporary
 file and moves it into place only when the md5 matches. Where none is published (sci-Plex), the
@@ -20,7 +24,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 import datetime
 import difflib
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -29,26 +32,23 @@ import warnings
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 from anndata import AnnData
-from anndata.utils import make_index_unique
 
-from . import memory
+from . import memory, realdata
+from .h5ad_rows import h5_attr, matrix_encoding, read_h5ad_rows, stored_bytes
+from .schema import (CONTROL, STANDARD_COLUMNS, from_anndata, package_version, require_columns,
+                     standardize, validate_schema)
 
 __all__ = [
-    "DatasetInfo", "REGISTRY", "SYNTHETIC", "names", "dataset_info", "default_data_dir",
-    "load", "fetch", "convert", "from_anndata", "validate_schema", "match_perturbations",
-    "STANDARD_COLUMNS", "concat_lines", "read_h5ad_rows",
+    "DatasetInfo", "REGISTRY", "SYNTHETIC", "SHIPPED", "names", "dataset_info",
+    "default_data_dir", "load", "fetch", "convert", "from_anndata", "validate_schema",
+    "match_perturbations", "STANDARD_COLUMNS", "concat_lines", "read_h5ad_rows",
 ]
 
-STANDARD_COLUMNS = ("cell_type", "perturbation", "dose", "is_control", "condition")
-CONTROL = "control"
 SYNTHETIC = ("synthetic_drugs", "synthetic_drugs4", "synthetic_genes", "synthetic_combo")
 
 _ZENODO = "https://zenodo.org/records/10044268/files/{}"
 _SCPERTURB = "scPerturb (Peidli et al. 2024), Zenodo record 10044268"
-# Component labels that mean "no perturbation" inside a combination such as 'FOSB_ctrl'.
-_CONTROL_WORDS = frozenset({"", "control", "ctrl"})
 # Values of a second-perturbation column that mean "no second perturbation" (sci-Plex4).
 _NO_SECOND_PERTURBATION = frozenset({"", "nan", "none", "control", "ctrl", "dmso", "vehicle"})
 # Factors from a dose unit to micromolar; sci-Plex3 doses are in nM in scPerturb.
@@ -62,6 +62,10 @@ class DatasetInfo:
 
     ``md5`` is the published checksum or None (then the sha256 of the first download is
     recorded and verified afterwards). ``kind`` is "drug", "genetic" or "combo".
+    A *shipped* dataset (``shipped=True``) is a file of the repository's ``data/real/`` folder,
+    never downloaded (``url`` is empty): ``sha256`` is its checksum, checked on every load,
+    ``origin`` the source it was converted from, ``citation`` the paper and ``licence_file`` the
+    licence text beside it.
     ``test_perturbations`` are the paper's held-out perturbations (empty when it gives no list).
     ``combo_sep`` is the separator of combinations in the source labels, or None for
     datasets of single perturbations whose names must not be split (sci-Plex3 has the drug
@@ -81,10 +85,18 @@ class DatasetInfo:
     control_value: str = CONTROL
     dose_key: str | None = None
     combo_sep: str | None = None
+    shipped: bool = False
+    sha256: str | None = None
+    origin: str = ""
+    citation: str = ""
+    licence_file: str = ""
 
     def __post_init__(self):
         if self.kind not in ("drug", "genetic", "combo"):
             raise ValueError(f"DatasetInfo.kind must be 'drug', 'genetic' or 'combo', got {self.kind!r}")
+        if self.shipped and not re.fullmatch(r"[0-9a-f]{64}", str(self.sha256)):
+            raise ValueError(f"DatasetInfo {self.name!r}: a shipped dataset needs its sha256 "
+                             f"(64 lower-case hex digits), got {self.sha256!r}")
         object.__setattr__(self, "test_perturbations", tuple(self.test_perturbations))
 
 
@@ -113,8 +125,40 @@ _REPLOGLE_RPE1_TEST = (
     "TRAPPC8", "POLR3D", "PSMB2", "COPB1", "PSMC3", "PRPF6", "PSMC5", "PSMB5", "PSMA4", "PSMC2",
     "PSMD14", "PSMD6", "PSMA3", "PSMB3", "PSMC1", "PSMA6", "PSMD1", "HSPA5")
 
+def _shipped(name: str, kind: str, sha256: str, description: str, **fields) -> DatasetInfo:
+    return DatasetInfo(name=name, url="", filename=f"{name}.h5ad", md5=None, kind=kind,
+                       description=description, shipped=True, sha256=sha256,
+                       licence_file=f"LICENSE-{name}.txt", **fields)
+
+
 REGISTRY: dict[str, DatasetInfo] = {
     info.name: info for info in [
+        _shipped(
+            "datlinger2021_jurkat", "genetic",
+            "1ece4bb99ec41a6cfe3f32bb18e6b7378e5686c660f52aa5c2309a992da998c6",
+            "Shipped (data/real/). Jurkat T cells, scifi-RNA-seq CRISPR knockout screen (Datlinger "
+            "et al. 2021): 20 T-cell-receptor pathway genes, two guides each pooled to the gene "
+            "(obs['guide'] keeps the guide), and control cells, each with or without TCR "
+            "stimulation: two contexts, Jurkat_stimulated and Jurkat_unstimulated. 7,500 cells x "
+            "2,000 genes, raw UMI counts, no cell filter.",
+            origin="the scPerturb R package's test data (sanderlab/scPerturb, package_r/tests/"
+                   "testthat/testdata), scPerturb dataset DatlingerBock2021 (GEO GSE168620)",
+            citation="Datlinger P, Rendeiro AF, Boenke T, et al. Ultra-high-throughput single-cell "
+                     "RNA sequencing and perturbation screening with combinatorial fluidic "
+                     "indexing. Nature Methods 18, 635-642 (2021). doi:10.1038/s41592-021-01153-z."),
+        _shipped(
+            "papalexi2021_thp1", "genetic",
+            "cea6e678c6ffff1b9f791e290ffe8a60ffe1b7a4155791234cbdef0e3757fe25",
+            "Shipped (data/real/). THP-1 cells, ECCITE-seq CRISPR knockout screen (Papalexi et al. "
+            "2021): 25 genes and non-targeting controls, 3 biological replicates (obs['replicate']), "
+            "one context (THP-1), 299 genes, raw UMI counts. Perturbation = target of the guide "
+            "with most UMIs; cells whose assigned target holds at most half of their guide UMIs "
+            "are removed (19,718 of 20,729 cells kept).",
+            origin="lowmoi_example_data of the R data package sceptredata (Katsevich-Lab/"
+                   "sceptredata)",
+            citation="Papalexi E, Mimitou EP, Butler AW, et al. Characterizing the molecular "
+                     "regulation of inhibitory immune checkpoints with multimodal single-cell "
+                     "screens. Nature Genetics 53, 322-331 (2021). doi:10.1038/s41588-021-00778-2."),
         _scperturb(
             "sciplex3", "SrivatsanTrapnell2020_sciplex3.h5ad", None, "drug",
             "sci-Plex3 (Srivatsan et al. 2020): 188 compounds in A549, K562 and MCF7, 799,317 "
@@ -164,8 +208,12 @@ REGISTRY: dict[str, DatasetInfo] = {
 # names and paths
 # ---------------------------------------------------------------------------------------------
 
+SHIPPED = tuple(name for name, info in REGISTRY.items() if info.shipped)
+
+
 def names() -> list[str]:
-    """All dataset names: the synthetic twins first, then the real datasets."""
+    """All dataset names: the synthetic twins, then the shipped real datasets (``SHIPPED``), then
+    the downloaded real datasets."""
     return list(SYNTHETIC) + list(REGISTRY)
 
 
@@ -179,7 +227,8 @@ def _check_name(name: str) -> str:
 
 
 def dataset_info(name: str) -> DatasetInfo:
-    """The :class:`DatasetInfo` of a real dataset (synthetic twins have none)."""
+    """The :class:`DatasetInfo` of a real dataset (synthetic twins have none); its ``shipped``
+    field says whether the file is shipped with the repository (``data/real/``) or downloaded."""
     _check_name(name)
     if name in SYNTHETIC:
         raise ValueError(f"{name!r} is a synthetic dataset, generated by xtcdr.synthetic.simulate; "
@@ -210,14 +259,20 @@ def load(name: str, *, data_dir: str | Path | None = None, progress: bool = True
     name
         One of :func:`names`.
     data_dir
-        Cache folder (default :func:`default_data_dir`); real files go to ``<data_dir>/raw/``.
+        Cache folder (default :func:`default_data_dir`); downloaded files go to
+        ``<data_dir>/raw/``. Not used by shipped datasets, which are always read from the
+        repository's ``data/real/`` folder.
     progress
         Show a download progress bar.
 
     Returns
     -------
     AnnData with raw counts in ``X``, the standard obs columns and provenance in
-    ``uns['xtcdr']``. Synthetic twins are generated (fast, deterministic); real datasets are
+    ``uns['xtcdr']``. Synthetic twins are generated (fast, deterministic). Shipped datasets are
+    read from ``data/real/`` after checking their sha256 and converted by `xtcdr.realdata`
+    (``datlinger2021_jurkat``: guides pooled to their gene, ``cell_type`` = the stimulation state;
+    ``papalexi2021_thp1``: top-guide assignment, ambiguous cells removed, ``obs['replicate']``);
+    the cells each filter removed are in ``uns['xtcdr']['filters']``. Downloaded datasets are
     downloaded once, checksum-verified, then converted as :func:`convert` does. Only the cells
     that the conversion keeps are read from the file (sci-Plex3: the 10 uM cells and the
     controls, about a quarter of the file): obs is read first, then the kept rows of ``X``
@@ -225,6 +280,8 @@ def load(name: str, *, data_dir: str | Path | None = None, progress: bool = True
 
     Raises
     ------
+    ValueError
+        When a shipped file's sha256 differs from the registered one (restore it from git).
     xtcdr.memory.InsufficientMemoryError
         When the kept counts need more memory than the machine has available.
     """
@@ -234,6 +291,8 @@ def load(name: str, *, data_dir: str | Path | None = None, progress: bool = True
         adata = simulate(name)
         validate_schema(adata)
         return adata
+    if REGISTRY[name].shipped:
+        return realdata.load_shipped(REGISTRY[name])
     path, checksum = _fetch(name, data_dir, progress)
     adata = _read_converted(name, path)
     adata.uns["xtcdr"]["checksum"] = checksum
@@ -243,6 +302,9 @@ def load(name: str, *, data_dir: str | Path | None = None, progress: bool = True
 def fetch(name: str, data_dir: str | Path | None = None, progress: bool = True) -> Path:
     """Download a real dataset once into ``<data_dir>/raw/`` and verify it; return its path.
 
+    For a shipped dataset: the path of its file in ``data/real/`` once its sha256 is verified
+    (nothing is downloaded).
+
     Raises
     ------
     ValueError
@@ -251,6 +313,8 @@ def fetch(name: str, data_dir: str | Path | None = None, progress: bool = True) 
     ConnectionError
         When the download fails.
     """
+    if dataset_info(name).shipped:
+        return realdata.shipped_path(REGISTRY[name])
     return _fetch(name, data_dir, progress)[0]
 
 
@@ -258,6 +322,8 @@ def _fetch(name: str, data_dir, progress: bool) -> tuple[Path, str]:
     import pooch
 
     info = dataset_info(name)
+    if info.shipped:
+        raise ValueError(f"{name!r} is shipped in data/real/ and never downloaded; use load({name!r}).")
     raw = Path(data_dir if data_dir is not None else default_data_dir()) / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     target = raw / info.filename
@@ -289,19 +355,11 @@ def _fetch(name: str, data_dir, progress: bool) -> tuple[Path, str]:
     return path, "sha256:" + _verify_recorded_sha256(info, path, fresh=not existed)
 
 
-def _sha256(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _verify_recorded_sha256(info: DatasetInfo, path: Path, fresh: bool) -> str:
     """Record the sha256 of a first download; verify the file against it afterwards."""
     book = path.parent / "checksums.json"
     records = json.loads(book.read_text()) if book.exists() else {}
-    digest = _sha256(path)
+    digest = realdata.file_sha256(path)
     recorded = records.get(info.filename, {}).get("sha256")
     if recorded is None:
         records[info.filename] = {
@@ -332,12 +390,16 @@ def _verify_recorded_sha256(info: DatasetInfo, path: Path, fresh: bool) -> str:
 # ---------------------------------------------------------------------------------------------
 
 def convert(name: str, adata: AnnData, *, copy: bool = True) -> AnnData:
-    """Convert an AnnData in a registered dataset's source schema (scPerturb) to the standard one.
+    """Convert an AnnData in a downloaded dataset's source schema (scPerturb) to the standard one.
 
     Applies the dataset's cell filter (sci-Plex3: 10 uM plus controls; sci-Plex4: single-drug
     cells), drops cells without a perturbation label, then maps obs with :func:`from_anndata`.
-    ``copy=False`` lets the result share ``X`` with ``adata``.
+    ``copy=False`` lets the result share ``X`` with ``adata``. Shipped datasets have their own
+    conversion: use :func:`load`.
     """
+    if dataset_info(name).shipped:
+        raise ValueError(f"{name!r} is a shipped dataset with its own conversion "
+                         f"(xtcdr.realdata); use xtcdr.datasets.load({name!r}).")
     keep, notes = _cell_mask(name, adata)
     subset = adata if keep.all() else adata[keep]
     return _convert_kept(name, subset, notes, copy=copy)
@@ -349,7 +411,7 @@ def _cell_mask(name: str, adata: AnnData) -> tuple[np.ndarray, dict]:
     Reads only ``adata.obs`` and ``adata.n_obs``, so ``adata`` may hold no ``X``.
     """
     info = dataset_info(name)
-    _require_columns(adata, [info.perturbation_key])
+    require_columns(adata, [info.perturbation_key])
     keep = np.ones(adata.n_obs, dtype=bool)
     notes: dict[str, object] = {"n_cells_source": int(adata.n_obs)}
 
@@ -369,7 +431,7 @@ def _cell_mask(name: str, adata: AnnData) -> tuple[np.ndarray, dict]:
 def _convert_kept(name: str, subset: AnnData, notes: dict, *, copy: bool) -> AnnData:
     """The standard schema of the kept cells ``subset`` with the dataset's provenance."""
     info = dataset_info(name)
-    out = _standardize(
+    out = standardize(
         subset, perturbation_key=info.perturbation_key, cell_type_key=info.cell_type_key,
         control_value=info.control_value, dose_key=info.dose_key, combo_sep=info.combo_sep,
         source=f"{_SCPERTURB}: {info.filename}", copy=copy)
@@ -392,13 +454,13 @@ def _read_converted(name: str, path: Path) -> AnnData:
     from anndata.io import read_elem
 
     with h5py.File(path, "r") as f:
-        encoding = _matrix_encoding(f["X"]) if "X" in f else None
+        encoding = matrix_encoding(f["X"]) if "X" in f else None
         readable = (encoding in ("csr_matrix", "array")
-                    and all(_attr(f[k], "encoding-type") == "dataframe" for k in ("obs", "var")))
+                    and all(h5_attr(f[k], "encoding-type") == "dataframe" for k in ("obs", "var")))
         if readable:
             obs, var = read_elem(f["obs"]), read_elem(f["var"])
         else:
-            x_bytes = _stored_bytes(f["X"]) if "X" in f else 0
+            x_bytes = stored_bytes(f["X"]) if "X" in f else 0
     if not readable:
         if encoding == "csc_matrix":
             warnings.warn(f"{path.name}: X is stored by columns (CSC), so the kept cells cannot "
@@ -412,117 +474,6 @@ def _read_converted(name: str, path: Path) -> AnnData:
     subset = AnnData(X=read_h5ad_rows(path, keep), obs=obs[keep], var=var)
     return _convert_kept(name, subset, notes, copy=False)
 
-
-def _attr(node, key: str):
-    value = node.attrs.get(key)
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _matrix_encoding(node) -> str | None:
-    """'csr_matrix', 'csc_matrix' or 'array' for an h5ad matrix (also pre-0.7 anndata files)."""
-    import h5py
-
-    encoding = _attr(node, "encoding-type")
-    if encoding is None and isinstance(node, h5py.Dataset):
-        return "array"
-    if encoding is None:  # anndata < 0.7 marked sparse groups with h5sparse_format
-        encoding = {"csr": "csr_matrix", "csc": "csc_matrix"}.get(_attr(node, "h5sparse_format"))
-    return encoding
-
-
-def _stored_bytes(node) -> int:
-    """Bytes of the arrays of an h5 dataset or group once read into memory."""
-    import h5py
-
-    if isinstance(node, h5py.Dataset):
-        return int(node.size) * node.dtype.itemsize
-    return sum(_stored_bytes(child) for child in node.values())
-
-
-def read_h5ad_rows(path: str | Path, rows, *, key: str = "X", max_values: int = 1 << 24,
-                   gap: int = 1 << 14):
-    """Read the rows ``rows`` (a boolean mask over the cells) of an h5ad file's matrix, and no other.
-
-    Parameters
-    ----------
-    path
-        An h5ad file.
-    rows
-        Boolean mask of length ``n_obs``: the cells to read.
-    key
-        The matrix inside the file (``"X"``, or ``"layers/counts"``).
-    max_values
-        Stored values per read: the memory used on top of the result is about ``16 *
-        max_values`` bytes for a sparse matrix, ``max_values`` values for a dense one.
-    gap
-        Sparse only: kept rows less than ``gap`` stored values apart are read in one read and
-        the values in between dropped (fewer, larger reads).
-
-    Returns
-    -------
-    The kept rows in file order, as ``scipy.sparse.csr_matrix`` (CSR in the file; scPerturb's
-    files) or a numpy array (dense in the file), with the file's dtypes. For CSR, ``indptr`` is
-    read first, then only the stored values and column indices of the kept rows.
-
-    Raises
-    ------
-    ValueError
-        For a matrix stored otherwise (CSC: read it with ``anndata.read_h5ad`` and subset) or a
-        mask of the wrong length.
-    xtcdr.memory.InsufficientMemoryError
-        When the kept rows need more memory than is available.
-    """
-    import h5py
-
-    path = Path(path)
-    rows = np.asarray(rows, dtype=bool)
-    kept = np.flatnonzero(rows)
-    advice = ("Keep fewer cells (a stricter cell filter), free memory, or use a machine with more "
-              "memory.")
-    with h5py.File(path, "r") as f:
-        node = f[key]
-        encoding = _matrix_encoding(node)
-        shape = tuple(int(n) for n in (node.shape if encoding == "array" else node.attrs["shape"]))
-        if rows.shape != (shape[0],):
-            raise ValueError(f"rows has shape {rows.shape}; {path.name}:{key} has {shape[0]} cells")
-        what = f"Reading {kept.size:,} of the {shape[0]:,} cells of {path.name}"
-        if encoding == "array":
-            memory.require(kept.size * shape[1] * node.dtype.itemsize, what, advice)
-            out = np.empty((kept.size, shape[1]), dtype=node.dtype)
-            step = max(1, max_values // max(shape[1], 1))
-            for start in range(0, kept.size, step):  # h5py fancy indexing, increasing indices
-                out[start:start + step] = node[kept[start:start + step]]
-            return out
-        if encoding != "csr_matrix":
-            raise ValueError(f"{path.name}:{key} is stored as {encoding!r}; reading selected rows "
-                             f"needs CSR or a dense array. Read it with anndata.read_h5ad.")
-        data_in, indices_in = node["data"], node["indices"]
-        indptr = node["indptr"][:]
-        lo, hi = indptr[kept], indptr[kept + 1]
-        lengths = hi - lo
-        out_indptr = np.zeros(kept.size + 1, dtype=indptr.dtype)
-        np.cumsum(lengths, out=out_indptr[1:])
-        nnz = int(out_indptr[-1])
-        memory.require(nnz * (data_in.dtype.itemsize + indices_in.dtype.itemsize)
-                       + out_indptr.nbytes, what, advice)
-        data = np.empty(nnz, dtype=data_in.dtype)
-        indices = np.empty(nnz, dtype=indices_in.dtype)
-        # one read per group of kept rows: a new group where the gap to the previous kept row
-        # is large or the read would pass a multiple of max_values
-        new_read = (lo[1:] - hi[:-1] > gap) | (lo[1:] // max_values != lo[:-1] // max_values)
-        bounds = np.r_[0, np.flatnonzero(new_read) + 1, kept.size] if kept.size else []
-        for first, last in zip(bounds[:-1], bounds[1:]):
-            start, stop = int(lo[first]), int(hi[last - 1])
-            out = slice(int(out_indptr[first]), int(out_indptr[last]))
-            if stop - start == out.stop - out.start:  # the kept rows are contiguous
-                data[out], indices[out] = data_in[start:stop], indices_in[start:stop]
-                continue
-            before = out_indptr[first:last] - out_indptr[first]
-            take = np.arange(out.stop - out.start) + np.repeat(lo[first:last] - start - before,
-                                                               lengths[first:last])
-            data[out] = data_in[start:stop][take]
-            indices[out] = indices_in[start:stop][take]
-    return sp.csr_matrix((data, indices, out_indptr), shape=(kept.size, shape[1]))
 
 
 def _record_test_perturbations(adata: AnnData, info: DatasetInfo) -> None:
@@ -548,7 +499,7 @@ def _is_control_label(values: pd.Series, control_value: str) -> np.ndarray:
 
 def _keep_10_micromolar(adata: AnnData, info: DatasetInfo, notes: dict) -> np.ndarray:
     """sci-Plex3: cells treated at 10 uM (scPerturb: dose_value 10000, dose_unit nM) + controls."""
-    _require_columns(adata, [info.dose_key])
+    require_columns(adata, [info.dose_key])
     obs = adata.obs
     dose = pd.to_numeric(obs[info.dose_key].astype(str).str.strip(), errors="coerce").to_numpy()
     if "dose_unit" in obs:
@@ -593,192 +544,6 @@ def _keep_single_drug(adata: AnnData, info: DatasetInfo, notes: dict) -> np.ndar
 
 
 _CELL_FILTERS = {"sciplex3": _keep_10_micromolar, "sciplex4": _keep_single_drug}
-
-
-# ---------------------------------------------------------------------------------------------
-# conversion of any AnnData
-# ---------------------------------------------------------------------------------------------
-
-def from_anndata(adata: AnnData, *, perturbation_key: str, cell_type_key: str | None = None,
-                 control_value: str = CONTROL, dose_key: str | None = None,
-                 combo_sep: str | None = "+", source: str = "user AnnData") -> AnnData:
-    """Return a new AnnData in the standard schema; ``adata`` is left untouched.
-
-    Parameters
-    ----------
-    adata
-        Cells x genes; ``X`` is kept as given (dense becomes float32, sparse stays sparse).
-    perturbation_key
-        obs column with the perturbation of each cell.
-    cell_type_key
-        obs column with the cellular context; without it every cell is in context ``"all"``.
-    control_value
-        Label of unperturbed cells in ``perturbation_key``.
-    dose_key
-        obs column with doses (numeric or numeric strings); without it ``dose`` is NaN.
-    combo_sep
-        Separator of combinations in the labels (``'_'`` for scPerturb's Norman file); each
-        component is stripped, empty/'control'/'ctrl' components are dropped and the rest joined
-        with ``'+'``. ``None`` keeps labels whole (single perturbations only); a '+' inside a
-        name then becomes 'plus' ('(+)-JQ1' -> '(plus)-JQ1'), since '+' marks combinations.
-    source
-        Free text stored in ``uns['xtcdr']['source']``.
-
-    Returns
-    -------
-    AnnData with var names made unique and obs holding only ``cell_type``, ``perturbation``
-    (``'control'`` for controls), ``dose``, ``is_control``, ``condition`` (cell_type + '_' +
-    perturbation) and ``perturbation_raw`` (the original label); ``uns['xtcdr']`` records the
-    parameters.
-    """
-    return _standardize(adata, perturbation_key=perturbation_key, cell_type_key=cell_type_key,
-                        control_value=control_value, dose_key=dose_key, combo_sep=combo_sep,
-                        source=source, copy=True)
-
-
-def _standardize(adata: AnnData, *, perturbation_key, cell_type_key, control_value, dose_key,
-                 combo_sep, source, copy) -> AnnData:
-    if adata.n_obs == 0 or adata.n_vars == 0:
-        raise ValueError(f"The AnnData is empty ({adata.n_obs} cells x {adata.n_vars} genes); "
-                         f"pass a dataset with at least one cell and one gene.")
-    _require_columns(adata, [k for k in (perturbation_key, cell_type_key, dose_key) if k])
-    obs = adata.obs
-    raw = _labels(obs, perturbation_key)
-    if not (raw == control_value).any():
-        top = raw.value_counts().head(10)
-        listing = ", ".join(f"{value!r} ({count})" for value, count in top.items())
-        raise ValueError(
-            f"Control label {control_value!r} not found in obs[{perturbation_key!r}]. Most "
-            f"frequent values: {listing}. Pass the label of unperturbed cells as control_value=.")
-    perturbation, renamed = _normalise_perturbations(raw, control_value, combo_sep)
-    cell_type = _labels(obs, cell_type_key) if cell_type_key else pd.Series("all", index=obs.index)
-    dose = (pd.to_numeric(obs[dose_key].astype(str).str.strip(), errors="coerce").astype(float)
-            if dose_key else pd.Series(np.nan, index=obs.index))
-
-    X = _checked_matrix(adata.X, copy)
-    new_obs = pd.DataFrame({
-        "cell_type": cell_type.to_numpy(dtype=object),
-        "perturbation": perturbation.to_numpy(dtype=object),
-        "dose": dose.to_numpy(dtype=float),
-        "is_control": (perturbation == CONTROL).to_numpy(),
-        "condition": (cell_type + "_" + perturbation).to_numpy(dtype=object),
-        "perturbation_raw": raw.to_numpy(dtype=object),
-    }, index=pd.Index(obs.index.astype(str), name=obs.index.name))
-    var = adata.var.copy()
-    var.index = make_index_unique(var.index.astype(str))
-    out = AnnData(X=X, obs=new_obs, var=var)
-    if not out.obs_names.is_unique:
-        out.obs_names_make_unique()
-    out.uns["xtcdr"] = dict(
-        source=source, perturbation_key=perturbation_key, cell_type_key=cell_type_key,
-        control_value=control_value, dose_key=dose_key, combo_sep=combo_sep,
-        version=_package_version())
-    if renamed:
-        out.uns["xtcdr"]["renamed_perturbations"] = renamed
-    return out
-
-
-def _labels(obs: pd.DataFrame, key: str) -> pd.Series:
-    """An obs column as stripped strings; missing labels are an error."""
-    column = obs[key]
-    missing = int(column.isna().sum())
-    if missing:
-        raise ValueError(f"obs[{key!r}] has {missing} missing values (NaN); label them or drop "
-                         f"those cells first, e.g. adata[adata.obs[{key!r}].notna()].")
-    return column.astype(str).str.strip()
-
-
-def _normalise_perturbations(raw: pd.Series, control_value: str, combo_sep: str | None
-                             ) -> tuple[pd.Series, dict[str, str]]:
-    """Map control_value to 'control' and re-join combinations with '+', in first-seen order.
-
-    Combinations that list the same components in another order ('B_A' after 'A_B') get the
-    name seen first, so they form one condition. '+' means "combination" downstream, so a '+'
-    inside one name (drug '(+)-JQ1' when ``combo_sep`` is not '+') becomes 'plus'
-    ('(plus)-JQ1'); the renamed labels are returned beside the result.
-    """
-    renamed: dict[str, str] = {}
-    first_seen: dict[frozenset, str] = {}
-    mapping: dict[str, str] = {}
-    for label in pd.unique(raw):
-        if label == control_value:
-            mapping[label] = CONTROL
-            continue
-        parts = [label] if combo_sep is None else label.split(combo_sep)
-        parts = [p.strip() for p in parts]
-        if any("+" in p for p in parts):
-            parts = [p.replace("+", "plus") for p in parts]
-            renamed[label] = "+".join(parts)
-        parts = [p for p in dict.fromkeys(parts) if p.lower() not in _CONTROL_WORDS
-                 and p != control_value]
-        if not parts:
-            mapping[label] = CONTROL
-            continue
-        mapping[label] = first_seen.setdefault(frozenset(parts), "+".join(parts))
-    return raw.map(mapping), renamed
-
-
-def _checked_matrix(X, copy: bool):
-    """X as float32 if dense, sparse as is; refuse NaN/inf."""
-    if sp.issparse(X):
-        X = X.copy() if copy else X
-        scipy_class = next(c for c in type(X).__mro__ if c.__module__.startswith("scipy"))
-        if type(X) is not scipy_class:  # an anndata view class: plain scipy, same arrays
-            X = scipy_class(X, copy=False)
-        values = X.data
-    else:
-        X = np.asarray(X)
-        X = X.astype(np.float32, copy=copy) if X.dtype.kind in "fiub" else X
-        values = X
-    if values.dtype.kind == "f":
-        n_bad = 0
-        flat = values.reshape(values.shape[0], -1) if values.ndim > 1 else values[:, None]
-        for start in range(0, flat.shape[0], 4096):  # in blocks: no full-size boolean copy
-            n_bad += int((~np.isfinite(flat[start:start + 4096])).sum())
-        if n_bad:
-            raise ValueError(f"X holds {n_bad} non-finite values (NaN or inf); replace or drop "
-                             f"them before conversion, e.g. X[~np.isfinite(X)] = 0.")
-    return X
-
-
-def _require_columns(adata: AnnData, keys) -> None:
-    missing = [k for k in keys if k not in adata.obs.columns]
-    if missing:
-        raise KeyError(f"obs column(s) {missing} not found; columns present: "
-                       f"{list(map(str, adata.obs.columns))}. Pass the right column name.")
-
-
-def _package_version() -> str:
-    try:
-        from . import __version__
-        return str(__version__)
-    except ImportError:
-        return "0.1.0"
-
-
-# ---------------------------------------------------------------------------------------------
-# helpers for other modules
-# ---------------------------------------------------------------------------------------------
-
-def validate_schema(adata: AnnData) -> None:
-    """Check that ``adata`` has the standard obs columns and that they agree.
-
-    Raises KeyError listing the missing columns, ValueError when ``is_control`` disagrees with
-    ``perturbation == 'control'``.
-    """
-    missing = [c for c in STANDARD_COLUMNS if c not in adata.obs.columns]
-    if missing:
-        raise KeyError(
-            f"AnnData lacks the standard obs column(s) {missing} (present: "
-            f"{list(map(str, adata.obs.columns))}). Build it with xtcdr.datasets.load(name) or "
-            f"xtcdr.datasets.from_anndata(adata, perturbation_key=..., cell_type_key=...).")
-    is_control = adata.obs["is_control"].to_numpy(dtype=bool)
-    says_control = (adata.obs["perturbation"].astype(str) == CONTROL).to_numpy()
-    n_bad = int((is_control != says_control).sum())
-    if n_bad:
-        raise ValueError(f"obs['is_control'] disagrees with obs['perturbation'] == 'control' for "
-                         f"{n_bad} cells; recompute it: obs['is_control'] = obs['perturbation'] "
-                         f"== 'control'.")
 
 
 def _aliases(label: str) -> set[str]:
@@ -853,7 +618,7 @@ def concat_lines(adatas: dict[str, AnnData]) -> AnnData:
                        for p in a.uns.get("xtcdr", {}).get("test_perturbations", [])})
     out.uns["xtcdr"] = dict(
         source=" + ".join(str(a.uns.get("xtcdr", {}).get("source", n)) for n, a in adatas.items()),
-        dataset="+".join(adatas), version=_package_version(),
+        dataset="+".join(adatas), version=package_version(),
         genes_lost={n: int(a.n_vars - len(shared)) for n, a in adatas.items()},
         n_genes_shared=int(len(shared)))
     if held_out:

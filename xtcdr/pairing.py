@@ -1,7 +1,7 @@
-"""Splits by perturbation and the paper's training pairs.
+"""Splits by perturbation (or by condition) and the paper's training pairs.
 
 **Split.** Every cell of a held-out ("unseen") perturbation goes to ``test``; no training pair
-ever contains one. Three rules choose the held-out perturbations (``test_rule``):
+ever contains one. These rules choose the held-out perturbations (``test_rule``):
 
 - ``"published"``: the paper's lists (sci-Plex3/4, Replogle), the default where a dataset has one;
 - ``"strongest"``: the k perturbations with the largest measured effect against the controls of
@@ -13,20 +13,42 @@ ever contains one. Three rules choose the held-out perturbations (``test_rule``)
   "cell_types"``, as for the two-line genetic twin);
 - ``"doubles"``: for a dataset with combinations, every double (the paper, the default there: the
   model is trained on singles); with ``n_test=k``, a seeded choice of k doubles, so that the
-  others can train the released code's fifth loss (`combination_triples`).
+  others can train the released code's fifth loss (`combination_triples`);
+- ``"kfold"``: the single perturbations (targets) are partitioned into ``n_folds`` folds by a
+  permutation seeded by ``fold_seed`` alone, and fold ``fold`` is held out (all its cells, in
+  every context; a double with a held-out single goes with it). ``fold=None`` means
+  ``seed % n_folds``: on real data, seed s of a dataset is fold s (a *world*), and the folds
+  together hold every target out exactly once, whatever the seeds.
 
-For a dataset with combinations the doubles are held out (the model is trained on singles, as the
-paper says).
+One rule holds out *conditions* instead of perturbations (covariate transfer, as PerturBench's
+cell-type transfer and scGen's held-out cell type):
+
+- ``"conditions"``: a test condition's cells (one cell type under one perturbation) are
+  ``test``, while the same perturbation's cells in other cell types stay in training: they are
+  the sources from which the test condition is predicted. Candidates are the conditions of
+  single perturbations measured in two or more cell types with controls (only those of cell type
+  ``test_context`` when it is given, e.g. to predict only the stimulated state from the
+  unstimulated one). They are dealt into ``n_folds`` folds (seeded by ``fold_seed``) so that the
+  conditions of one perturbation fall in different folds (when it has more conditions than there
+  are folds, in every fold): no perturbation has all its cell types in one fold, and while it has
+  no more conditions than there are folds, no source of a test condition is a test cell.
+  ``fold`` / ``seed % n_folds`` picks the test fold. Works for a single perturbation measured
+  in several cell types.
+
+By default (no rule given, no published list) a dataset with combinations holds out its doubles
+(the model is trained on singles, as the paper says).
 
 **Transfer validation.** Where perturbations are measured in several cell types, a seeded few of
 the *training* perturbations are held back in one of their cell types: those cells go to
 ``transfer`` and never train, while the perturbation's cells in the other cell types still do.
 `xtcdr.train.fit` predicts them across contexts during training, exactly as the cross-context
 tables predict the held-out perturbations, and stops on that signal; no test perturbation is ever
-read for it.
+read for it (under ``"conditions"``, no perturbation with a test condition: its other cell types
+are the test's sources).
 
-Of the remaining cells (controls included) a seeded, per-condition fraction goes to ``valid``. The rule, k, the held-out names and (for ``"strongest"``) the whole effect ranking are
-recorded in ``uns['xtcdr']['split']``.
+Of the remaining cells (controls included) a seeded, per-condition fraction goes to ``valid``.
+The rule, k, the held-out names, (for ``"strongest"``) the whole effect ranking and (for
+``"kfold"`` and ``"conditions"``) the folds are recorded in ``uns['xtcdr']['split']``.
 
 **Pairs** (paper, "Data pairing"): within one cellular context the perturbations are split at
 the drug level into two groups of about equal size; one cell from each group forms a pair, until
@@ -45,9 +67,9 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["assign_split", "training_pairs", "Pairs", "is_combination", "perturbation_effects",
-           "TEST_RULES", "Triples", "combination_triples", "cross_line_pairs"]
+           "TEST_RULES", "Triples", "combination_triples", "cross_line_pairs", "split_folds"]
 
-TEST_RULES = ("published", "strongest", "random", "doubles")
+TEST_RULES = ("published", "strongest", "random", "doubles", "kfold", "conditions")
 
 
 class Pairs(NamedTuple):
@@ -136,7 +158,8 @@ def perturbation_effects(adata: ad.AnnData, *, min_log2fc: float = 1.0, alpha: f
 def assign_split(adata: ad.AnnData, *, test_perturbations=None, test_rule: str | None = None,
                  n_test: int | None = None, valid_fraction: float = 0.2,
                  test_fraction: float = 0.2, n_transfer_valid: int | None = None,
-                 seed: int = 0) -> None:
+                 seed: int = 0, n_folds: int = 5, fold: int | None = None, fold_seed: int = 0,
+                 test_context: str | None = None) -> None:
     """Assign every cell to ``train``, ``valid``, ``transfer`` or ``test`` (in place).
 
     Parameters
@@ -144,14 +167,15 @@ def assign_split(adata: ad.AnnData, *, test_perturbations=None, test_rule: str |
     test_perturbations
         Perturbations held out entirely; overrides ``test_rule``.
     test_rule
-        ``"published"``, ``"strongest"`` or ``"random"`` (module docstring). ``None``: the
-        dataset's published list when it has one; else every combination when the data has any;
-        else the dataset's own default (``uns['xtcdr']['test_rule']``, ``"strongest"`` for the drug
-        twins); else ``"random"``.
+        ``"published"``, ``"strongest"``, ``"random"``, ``"doubles"``, ``"kfold"`` or
+        ``"conditions"`` (module docstring). ``None``: the dataset's published list when it has
+        one; else every combination when the data has any; else the dataset's own default
+        (``uns['xtcdr']['test_rule']``, ``"strongest"`` for the drug twins); else ``"random"``.
     n_test
         k, the number of perturbations ``"strongest"`` and ``"random"`` hold out. ``None``:
         ``uns['xtcdr']['n_test']`` when the dataset sets it, else ``test_fraction`` of them
         (rounded, at least 1). For ``"doubles"``: k seeded doubles (``None``: every double).
+        Not used by ``"kfold"`` and ``"conditions"`` (``n_folds`` sets the size of a fold).
     valid_fraction
         Fraction of the cells of each remaining condition (controls included) put in ``valid``.
     n_transfer_valid
@@ -160,14 +184,29 @@ def assign_split(adata: ad.AnnData, *, test_perturbations=None, test_rule: str |
         (rounded, at least 3 or all of them; none when fewer than 2 qualify); 0: none. Under the
         ``"strongest"`` rule they are drawn from the stronger half of those, like the test set.
     seed
-        Seeds the ``"random"`` rule, the transfer validation and the validation cells.
+        Seeds the ``"random"`` rule, the transfer validation and the validation cells; for
+        ``"kfold"`` and ``"conditions"`` with ``fold=None`` it also picks the fold,
+        ``seed % n_folds``.
+    n_folds
+        ``"kfold"`` and ``"conditions"``: the number of folds (at least 2).
+    fold
+        The held-out fold, ``0 <= fold < n_folds``; ``None``: ``seed % n_folds``.
+    fold_seed
+        Seeds the partition into folds, which never depends on ``seed``.
+    test_context
+        ``"conditions"`` only: a cell type; only its conditions are held out.
 
     Sets
     ----
     ``obs['split']`` (categorical train/valid/transfer/test); ``uns['xtcdr']['split']``: the rule,
     k, the held-out list, the parameters, the transfer-validation conditions
-    (``transfer_valid``), and for ``"strongest"`` the effect ranking (``ranking``,
-    ``ranking_n_degs``, ``ranking_shift``: strongest first).
+    (``transfer_valid``), for ``"strongest"`` the effect ranking (``ranking``,
+    ``ranking_n_degs``, ``ranking_shift``: strongest first), for ``"kfold"`` and
+    ``"conditions"`` ``n_folds``, ``fold``, ``fold_seed`` and ``folds``, fold index as a string
+    -> its perturbations, resp. conditions (a dict, since h5ad cannot store lists of unequal
+    lengths; `split_folds` returns them as a list of lists). Under ``"conditions"``, ``test_conditions`` lists the
+    held-out conditions, ``test_perturbations`` is empty (no perturbation is unseen) and
+    ``test_condition_perturbations`` names the perturbations that have a test condition.
     """
     require_obs(adata, ["perturbation", "is_control", "condition"])
     if not 0 <= valid_fraction < 1 or not 0 < test_fraction < 1:
@@ -177,6 +216,7 @@ def assign_split(adata: ad.AnnData, *, test_perturbations=None, test_rule: str |
     rng = np.random.default_rng(seed)
     pert = adata.obs["perturbation"].astype(str).to_numpy()
     control = adata.obs["is_control"].to_numpy(bool)
+    cond = adata.obs["condition"].astype(str).to_numpy()
     perts = sorted(set(pert[~control]))
     if not perts:
         raise ValueError("no perturbed cells (every cell is a control); nothing to hold out.")
@@ -184,6 +224,7 @@ def assign_split(adata: ad.AnnData, *, test_perturbations=None, test_rule: str |
     published = list(info.get("test_perturbations", []) or [])
     singles = [p for p in perts if not is_combination(p)]
     record: dict = {}
+    test_conditions: list[str] | None = None
     if test_perturbations is not None:
         rule = "given"
         if isinstance(test_perturbations, str):
@@ -197,47 +238,70 @@ def assign_split(adata: ad.AnnData, *, test_perturbations=None, test_rule: str |
                 rule = "doubles"
             else:
                 rule = str(info.get("test_rule", "random"))
-        if rule == "published":
-            if not published:
-                raise ValueError("test_rule='published' but this dataset has no published held-out "
-                                 "list (uns['xtcdr']['test_perturbations']); use 'strongest' or "
-                                 "'random', or pass test_perturbations.")
-            test_perturbations = published
-        elif rule == "doubles":
-            doubles = [p for p in perts if is_combination(p)]
-            if not doubles:
-                raise ValueError("test_rule='doubles' but the data has no combinations "
-                                 "(perturbations joined with '+').")
-            test_perturbations = doubles
-            if n_test is not None:  # a seeded part of the doubles; the others stay in training
-                if not 1 <= int(n_test) <= len(doubles):
-                    raise ValueError(f"cannot hold out {n_test} of {len(doubles)} doubles; choose "
-                                     f"n_test between 1 and {len(doubles)} (None: all of them).")
-                test_perturbations = list(rng.choice(doubles, int(n_test), replace=False))
-            record["k"] = len(test_perturbations)
+    if test_context is not None and rule != "conditions":
+        raise ValueError(f"test_context={test_context!r} applies only to test_rule='conditions' "
+                         f"(the rule here is {rule!r}); drop it or use test_rule='conditions'.")
+    if rule in ("kfold", "conditions"):
+        if n_test is not None:
+            raise ValueError(f"n_test does not apply to test_rule={rule!r}: n_folds sets the size "
+                             f"of a fold; leave n_test=None.")
+        fold = _fold_index(n_folds, fold, seed)
+        record.update(n_folds=int(n_folds), fold=fold, fold_seed=int(fold_seed))
+    if rule == "kfold":
+        folds = _kfold_folds(singles, n_folds, fold_seed)
+        held = set(folds[fold])
+        doubles = [p for p in perts if is_combination(p) and held & set(p.split("+"))]
+        test_perturbations = folds[fold] + doubles
+        record.update(folds=_folds_record(folds), k=len(folds[fold]))
+    elif rule == "conditions":
+        folds, members = _condition_folds(adata, n_folds, fold_seed, test_context)
+        test_conditions = folds[fold]
+        test_perturbations = []
+        record.update(folds=_folds_record(folds), test_conditions=list(test_conditions),
+                      k=len(test_conditions),
+                      test_context=test_context,
+                      test_condition_perturbations=sorted({members[c] for c in test_conditions}))
+    elif rule == "published":
+        if not published:
+            raise ValueError("test_rule='published' but this dataset has no published held-out "
+                             "list (uns['xtcdr']['test_perturbations']); use 'strongest' or "
+                             "'random', or pass test_perturbations.")
+        test_perturbations = published
+    elif rule == "doubles":
+        doubles = [p for p in perts if is_combination(p)]
+        if not doubles:
+            raise ValueError("test_rule='doubles' but the data has no combinations "
+                             "(perturbations joined with '+').")
+        test_perturbations = doubles
+        if n_test is not None:  # a seeded part of the doubles; the others stay in training
+            if not 1 <= int(n_test) <= len(doubles):
+                raise ValueError(f"cannot hold out {n_test} of {len(doubles)} doubles; choose "
+                                 f"n_test between 1 and {len(doubles)} (None: all of them).")
+            test_perturbations = list(rng.choice(doubles, int(n_test), replace=False))
+        record["k"] = len(test_perturbations)
+    elif rule != "given":
+        k = n_test if n_test is not None else info.get("n_test")
+        k = int(k) if k is not None else max(1, int(round(test_fraction * len(singles))))
+        if not 1 <= k < len(singles):
+            raise ValueError(f"cannot hold out {k} of {len(singles)} perturbation(s) and keep "
+                             "at least one for training; choose n_test between 1 and "
+                             f"{len(singles) - 1}.")
+        if rule == "strongest":
+            effects = perturbation_effects(adata)
+            test_perturbations = list(effects.index[:k])
+            record.update(ranking=[str(p) for p in effects.index],
+                          ranking_n_degs=effects["n_degs"].to_numpy(float),
+                          ranking_shift=effects["shift"].to_numpy(float),
+                          effect_measure="number of genes with |log2 fc| >= 1 and BH q < 0.05 "
+                                         "against same-cell-type controls, mean over cell "
+                                         "types; ties by the L2 shift of the mean profile")
+        elif info.get("test_strata") == "cell_types" and n_test is None and info.get("n_test") is None:
+            test_perturbations, record["strata"] = _random_by_cell_types(
+                adata, singles, test_fraction, rng)
+            k = len(test_perturbations)
         else:
-            k = n_test if n_test is not None else info.get("n_test")
-            k = int(k) if k is not None else max(1, int(round(test_fraction * len(singles))))
-            if not 1 <= k < len(singles):
-                raise ValueError(f"cannot hold out {k} of {len(singles)} perturbation(s) and keep "
-                                 "at least one for training; choose n_test between 1 and "
-                                 f"{len(singles) - 1}.")
-            if rule == "strongest":
-                effects = perturbation_effects(adata)
-                test_perturbations = list(effects.index[:k])
-                record.update(ranking=[str(p) for p in effects.index],
-                              ranking_n_degs=effects["n_degs"].to_numpy(float),
-                              ranking_shift=effects["shift"].to_numpy(float),
-                              effect_measure="number of genes with |log2 fc| >= 1 and BH q < 0.05 "
-                                             "against same-cell-type controls, mean over cell "
-                                             "types; ties by the L2 shift of the mean profile")
-            elif info.get("test_strata") == "cell_types" and n_test is None and info.get("n_test") is None:
-                test_perturbations, record["strata"] = _random_by_cell_types(
-                    adata, singles, test_fraction, rng)
-                k = len(test_perturbations)
-            else:
-                test_perturbations = list(rng.choice(singles, k, replace=False))
-            record["k"] = int(k)
+            test_perturbations = list(rng.choice(singles, k, replace=False))
+        record["k"] = int(k)
     test_perturbations = sorted(str(p) for p in test_perturbations)
     unknown = [p for p in test_perturbations if p not in perts]
     if unknown:
@@ -251,8 +315,10 @@ def assign_split(adata: ad.AnnData, *, test_perturbations=None, test_rule: str |
 
     split = np.full(adata.n_obs, "train", dtype=object)
     split[np.isin(pert, test_perturbations) & ~control] = "test"
-    cond = adata.obs["condition"].astype(str).to_numpy()
-    held_back = _transfer_valid(adata, split, n_transfer_valid, seed, record.get("ranking"))
+    if test_conditions is not None:
+        split[np.isin(cond, test_conditions)] = "test"
+    held_back = _transfer_valid(adata, split, n_transfer_valid, seed, record.get("ranking"),
+                                exclude=record.get("test_condition_perturbations", ()))
     split[np.isin(cond, held_back)] = "transfer"
     for c in np.unique(cond[split == "train"]):
         rows = np.flatnonzero((cond == c) & (split == "train"))
@@ -269,10 +335,101 @@ def assign_split(adata: ad.AnnData, *, test_perturbations=None, test_rule: str |
     adata.uns["xtcdr"] = info
 
 
-def _transfer_valid(adata, split, n: int | None, seed: int, ranking=None) -> list[str]:
+def split_folds(adata: ad.AnnData) -> list[list[str]]:
+    """The folds of a ``"kfold"`` or ``"conditions"`` split as a list of lists (fold i = its
+    perturbations, resp. conditions), read from ``uns['xtcdr']['split']['folds']``."""
+    record = adata.uns.get("xtcdr", {}).get("split", {})
+    if "folds" not in record:
+        raise KeyError(f"this split has no folds (rule {record.get('rule')!r}); folds come with "
+                       f"assign_split(adata, test_rule='kfold') or test_rule='conditions'.")
+    folds = record["folds"]
+    return [[str(x) for x in folds[str(i)]] for i in range(len(folds))]
+
+
+def _folds_record(folds: list[list[str]]) -> dict[str, list[str]]:
+    return {str(i): list(members) for i, members in enumerate(folds)}
+
+
+def _fold_index(n_folds, fold, seed: int) -> int:
+    """The held-out fold: ``fold``, or ``seed % n_folds`` when it is None (checked)."""
+    if isinstance(n_folds, bool) or int(n_folds) != n_folds or n_folds < 2:
+        raise ValueError(f"n_folds must be an integer of at least 2, got {n_folds!r}")
+    if fold is None:
+        return int(seed) % int(n_folds)
+    if isinstance(fold, bool) or int(fold) != fold or not 0 <= fold < n_folds:
+        raise ValueError(f"fold must be an integer in [0, {int(n_folds) - 1}] (n_folds={n_folds}), "
+                         f"or None for seed % n_folds; got {fold!r}")
+    return int(fold)
+
+
+def _kfold_folds(singles: list[str], n_folds: int, fold_seed: int) -> list[list[str]]:
+    """The single perturbations cut into ``n_folds`` folds of near-equal size (sizes differ by at
+    most one) after a permutation seeded by ``fold_seed`` alone; each fold sorted."""
+    if len(singles) < n_folds:
+        raise ValueError(f"test_rule='kfold' cannot cut {len(singles)} single perturbation(s) into "
+                         f"{n_folds} folds; choose n_folds between 2 and {len(singles)}.")
+    order = np.random.default_rng(int(fold_seed)).permutation(np.array(sorted(singles), dtype=object))
+    return [sorted(str(p) for p in part) for part in np.array_split(order, int(n_folds))]
+
+
+def _condition_folds(adata, n_folds: int, fold_seed: int, test_context: str | None
+                     ) -> tuple[list[list[str]], dict[str, str]]:
+    """The candidate conditions of the ``"conditions"`` rule dealt into ``n_folds`` folds.
+
+    A candidate is a condition (cell type B, single perturbation d) where B has control cells and
+    d is measured in at least one other cell type with controls (and B == ``test_context`` when
+    given). Perturbations are visited in an order seeded by ``fold_seed``, each one's conditions
+    in a seeded order, and dealt to folds 0, 1, ..., n_folds - 1, 0, ... without restarting: the
+    conditions of one perturbation land in different folds (in all folds when it has more), and
+    fold sizes differ by at most one. Returns the folds (each sorted) and condition ->
+    perturbation.
+    """
+    require_obs(adata, ["cell_type"])
+    ctype = adata.obs["cell_type"].astype(str).to_numpy()
+    pert = adata.obs["perturbation"].astype(str).to_numpy()
+    control = adata.obs["is_control"].to_numpy(bool)
+    cond = adata.obs["condition"].astype(str).to_numpy()
+    with_controls = set(ctype[control])
+    if test_context is not None and test_context not in set(ctype):
+        raise ValueError(f"test_context {test_context!r} is not a cell type of the data; cell "
+                         f"types: {sorted(set(ctype))}.")
+    if test_context is not None and test_context not in with_controls:
+        raise ValueError(f"test_context {test_context!r} has no control cells, so none of its "
+                         f"conditions can be predicted; choose one of {sorted(with_controls)}.")
+    contexts: dict[str, dict[str, str]] = {}   # perturbation -> cell type -> condition name
+    for row in np.flatnonzero(~control & np.isin(ctype, list(with_controls))):
+        if not is_combination(pert[row]):
+            contexts.setdefault(pert[row], {}).setdefault(ctype[row], cond[row])
+    candidates = {p: sorted(ct for ct in cts if test_context in (None, ct))
+                  for p, cts in contexts.items() if len(cts) >= 2}
+    candidates = {p: cts for p, cts in candidates.items() if cts}
+    n_candidates = sum(len(cts) for cts in candidates.values())
+    if n_candidates < n_folds:
+        where = f" in cell type {test_context!r}" if test_context is not None else ""
+        raise ValueError(
+            f"test_rule='conditions' found {n_candidates} candidate condition(s){where} (single "
+            f"perturbations measured in two or more cell types with control cells), fewer than "
+            f"n_folds={n_folds}. Choose n_folds between 2 and {n_candidates}"
+            + ("" if n_candidates >= 2 else "; the data needs a perturbation measured in two "
+               "or more cell types with controls") + ".")
+    rng = np.random.default_rng(int(fold_seed))
+    folds: list[list[str]] = [[] for _ in range(int(n_folds))]
+    members: dict[str, str] = {}
+    dealt = 0
+    for p in rng.permutation(np.array(sorted(candidates), dtype=object)):
+        for ct in rng.permutation(np.array(candidates[p], dtype=object)):
+            name = contexts[p][ct]
+            folds[dealt % int(n_folds)].append(name)
+            members[name] = str(p)
+            dealt += 1
+    return [sorted(f) for f in folds], members
+
+
+def _transfer_valid(adata, split, n: int | None, seed: int, ranking=None, exclude=()) -> list[str]:
     """Conditions (cell type + perturbation) of training singles held back for the transfer
     validation: a seeded choice of ``n`` perturbations measured in two or more cell types with
-    controls, each held back in one seeded cell type (see `assign_split`).
+    controls, each held back in one seeded cell type (see `assign_split`). Perturbations in
+    ``exclude`` (those with a test condition) are never chosen.
 
     The validation is drawn like the test set: when the held-out perturbations are the strongest
     (``ranking``, strongest first), the draw is among the stronger half of the eligible training
@@ -288,7 +445,7 @@ def _transfer_valid(adata, split, n: int | None, seed: int, ranking=None) -> lis
     training = (split == "train") & ~control
     lines: dict[str, list[str]] = {}
     for ct, p in sorted(set(zip(ctype[training], pert[training]))):
-        if not is_combination(p) and ct in with_controls:
+        if not is_combination(p) and ct in with_controls and p not in exclude:
             lines.setdefault(p, []).append(ct)
     eligible = sorted(p for p, cts in lines.items() if len(cts) >= 2)
     if n is None:
