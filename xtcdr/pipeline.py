@@ -144,7 +144,9 @@ def _preprocess_and_split(raw, cfg, seed, test_perturbations, hvg_exclude=None) 
                        deg_rule=cfg.deg_rule, hvg_exclude=hvg_exclude)
     assign_split(adata, test_perturbations=test_perturbations, test_rule=cfg.test_rule,
                  n_test=cfg.n_test, valid_fraction=cfg.valid_fraction,
-                 test_fraction=cfg.test_fraction, n_transfer_valid=cfg.n_transfer_valid, seed=seed)
+                 test_fraction=cfg.test_fraction, n_transfer_valid=cfg.n_transfer_valid,
+                 n_folds=cfg.n_folds, fold=cfg.fold, fold_seed=cfg.fold_seed,
+                 test_context=cfg.test_context, seed=seed)
     return adata
 
 

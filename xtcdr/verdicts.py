@@ -380,7 +380,7 @@ def scoreboard(tables: list[tuple[dict, pd.DataFrame]]) -> list[dict]:
             continue
         kind, metric = claim.get("kind", "model"), claim.get("metric", "r2_deg")
         base = {"section": claim.get("section", "paper"), "table": meta["name"], "metric": metric,
-                "paper": claim.get("paper", "")}
+                "paper": claim.get("paper", ""), "analog": claim.get("analog", "")}
         if kind == "model":
             word, strongest, best = claim_verdict(df, meta, metric)
             model = df.index[df["kind"] == "model"][0]
@@ -411,8 +411,8 @@ def scoreboard(tables: list[tuple[dict, pd.DataFrame]]) -> list[dict]:
 
 
 def scoreboard_markdown(rows: list[dict], real: dict | None = None) -> str:
-    """The scoreboard as a markdown table. ``real``: claim -> the real-data verdict cell, shown in
-    a column of its own when given."""
+    """The scoreboard as a markdown table. ``real``: the question a claim asks (its ``analog``, e.g.
+    ``"cross-context"``) -> the real-data verdict cell, shown in a column of its own when given."""
     head = "| claim | paper's evidence | ours (model) | strongest baseline | model - it, 95% interval | verdict |"
     if real is not None:
         head += " real data |"
@@ -421,6 +421,6 @@ def scoreboard_markdown(rows: list[dict], real: dict | None = None) -> str:
         line = (f"| {r['claim']} | {r['paper']} | {r['ours']} | {r['strongest baseline']} | "
                 f"{r['difference']} | **{r['verdict']}** |")
         if real is not None:
-            line += f" {real.get(r['claim'], '')} |"
+            line += f" {real.get(r.get('analog') or '-', '')} |"
         lines.append(line)
     return "\n".join(lines)
