@@ -159,7 +159,7 @@ def assign_split(adata: ad.AnnData, *, test_perturbations=None, test_rule: str |
                  n_test: int | None = None, valid_fraction: float = 0.2,
                  test_fraction: float = 0.2, n_transfer_valid: int | None = None,
                  seed: int = 0, n_folds: int = 5, fold: int | None = None, fold_seed: int = 0,
-                 test_context: str | None = None) -> None:
+                 test_context: str | None = None, transfer_share: float = 0.2) -> None:
     """Assign every cell to ``train``, ``valid``, ``transfer`` or ``test`` (in place).
 
     Parameters
@@ -180,7 +180,7 @@ def assign_split(adata: ad.AnnData, *, test_perturbations=None, test_rule: str |
         Fraction of the cells of each remaining condition (controls included) put in ``valid``.
     n_transfer_valid
         Training perturbations held back in one cell type for the transfer validation (module
-        docstring). ``None``: 20% of the training singles measured in two or more cell types
+        docstring). ``None``: ``transfer_share`` of the training singles measured in two or more cell types
         (rounded, at least 3 or all of them; none when fewer than 2 qualify); 0: none. Under the
         ``"strongest"`` rule they are drawn from the stronger half of those, like the test set.
     seed
@@ -317,7 +317,7 @@ def assign_split(adata: ad.AnnData, *, test_perturbations=None, test_rule: str |
     split[np.isin(pert, test_perturbations) & ~control] = "test"
     if test_conditions is not None:
         split[np.isin(cond, test_conditions)] = "test"
-    held_back = _transfer_valid(adata, split, n_transfer_valid, seed, record.get("ranking"),
+    held_back = _transfer_valid(adata, split, n_transfer_valid, seed, record.get("ranking"), share=transfer_share,
                                 exclude=record.get("test_condition_perturbations", ()))
     split[np.isin(cond, held_back)] = "transfer"
     for c in np.unique(cond[split == "train"]):
@@ -425,7 +425,7 @@ def _condition_folds(adata, n_folds: int, fold_seed: int, test_context: str | No
     return [sorted(f) for f in folds], members
 
 
-def _transfer_valid(adata, split, n: int | None, seed: int, ranking=None, exclude=()) -> list[str]:
+def _transfer_valid(adata, split, n: int | None, seed: int, ranking=None, exclude=(), share: float = 0.2) -> list[str]:
     """Conditions (cell type + perturbation) of training singles held back for the transfer
     validation: a seeded choice of ``n`` perturbations measured in two or more cell types with
     controls, each held back in one seeded cell type (see `assign_split`). Perturbations in
@@ -449,7 +449,7 @@ def _transfer_valid(adata, split, n: int | None, seed: int, ranking=None, exclud
             lines.setdefault(p, []).append(ct)
     eligible = sorted(p for p, cts in lines.items() if len(cts) >= 2)
     if n is None:
-        n = min(len(eligible), max(3, int(round(0.2 * len(eligible))))) if len(eligible) >= 2 else 0
+        n = min(len(eligible), max(3, int(round(share * len(eligible))))) if len(eligible) >= 2 else 0
     if int(n) > len(eligible):
         raise ValueError(f"cannot hold back {n} training perturbations for the transfer validation: "
                          f"only {len(eligible)} are measured in two or more cell types; choose "

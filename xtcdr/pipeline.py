@@ -146,7 +146,7 @@ def _preprocess_and_split(raw, cfg, seed, test_perturbations, hvg_exclude=None) 
                  n_test=cfg.n_test, valid_fraction=cfg.valid_fraction,
                  test_fraction=cfg.test_fraction, n_transfer_valid=cfg.n_transfer_valid,
                  n_folds=cfg.n_folds, fold=cfg.fold, fold_seed=cfg.fold_seed,
-                 test_context=cfg.test_context, seed=seed)
+                 test_context=cfg.test_context, transfer_share=cfg.transfer_share, seed=seed)
     return adata
 
 
