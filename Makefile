@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PROFILE ?= quick
 
-.PHONY: install replicate test unit notebooks lab lab-check browser-check bench bench-full clean
+.PHONY: install replicate test unit notebooks lab lab-check site site-check browser-check bench bench-full clean
 
 install: $(STAMP)
 
@@ -21,7 +21,7 @@ replicate: $(STAMP)
 	$(PY) -m xtcdr replicate --profile $(PROFILE) --out reports
 
 # Unit tests, every notebook under nbval (quick profile, outputs to build/, not reports/), then
-# every notebook in JupyterLab in headless Chromium when Chromium is installed.
+# every notebook in JupyterLab and the course site in headless Chromium when Chromium is installed.
 test: $(STAMP) unit notebooks browser-check
 
 # Two pytest workers (pytest-xdist): the unit tests, and the notebooks one whole notebook per worker
@@ -49,11 +49,22 @@ lab: $(STAMP)
 lab-check: $(STAMP)
 	$(PY) tests/browser/lab_check.py
 
+# The course site: a static HTML book of the executed notebooks in reports/ (never re-executed),
+# built offline with Sphinx into build/site/ (sources staged in build/site-src/). Open
+# build/site/index.html. The launch buttons use XTCDR_REPOSITORY_URL (see README).
+site: $(STAMP)
+	$(PY) -m xtcdr.site --reports reports --out build/site
+
+# Every page of the site in headless Chromium: console errors, failed or outside requests, images,
+# internal links and anchors, the sidebar, search; screenshots in build/site-check/.
+site-check: site
+	$(PY) tests/browser/site_check.py --site build/site
+
 browser-check: $(STAMP)
 	@if [ -x /usr/bin/chromium ] || command -v chromium >/dev/null 2>&1; then \
-	  $(MAKE) --no-print-directory lab-check; \
+	  $(MAKE) --no-print-directory lab-check && $(MAKE) --no-print-directory site-check; \
 	else \
-	  echo "lab-check SKIPPED: chromium not found (apt-get install -y chromium)"; \
+	  echo "lab-check and site-check SKIPPED: chromium not found (apt-get install -y chromium)"; \
 	fi
 
 # Speed and memory benchmarks (numbers printed and written to reports/benchmarks/).
