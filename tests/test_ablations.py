@@ -152,7 +152,8 @@ def test_paired_difference_excludes_zero_and_one_seed():
     one = ablations.paired_difference([0.5], [0.4])
     assert one["mean"] == pytest.approx(-0.1)
     assert np.isnan(one["ci_low"]) and np.isnan(one["excludes_zero"])
-    nan_pair = ablations.paired_difference([0.5, np.nan, 0.7], [0.4, 0.3, 0.6])
+    with pytest.warns(UserWarning, match="1 of 3 worlds have no value"):
+        nan_pair = ablations.paired_difference([0.5, np.nan, 0.7], [0.4, 0.3, 0.6])
     assert nan_pair["n"] == 2
     with pytest.raises(ValueError, match="same length"):
         ablations.paired_difference([1, 2], [1, 2, 3])
@@ -170,19 +171,20 @@ def test_paired_table_matches_seeds_and_prints_sentences():
                                  ("without L_sim", "r2"), ("without L_sim", "pcc")]
     assert table.loc[("without L_cross", "r2"), "mean"] == pytest.approx(np.mean([0.60 - 0.8, 0.62 - 0.82, 0.61 - 0.81]))
     assert table.loc[("without L_cross", "r2"), "excludes_zero"] == 1.0
-    # the same comparisons through the verdict function, paired by seed, as the report words them
-    from xtcdr import report
+    # the same comparisons through the verdict function, paired by world, as the report words them
+    from xtcdr import report, verdicts
 
     wide = values.groupby("configuration", sort=False)
     per_seed = {name: {m: g.sort_values("seed")[m].tolist() for m in ("r2", "pcc")} for name, g in wide}
     summary = report.method_table([(n, "model", [dict(zip(("r2", "pcc"), v)) for v in zip(s["r2"], s["pcc"])])
                                    for n, s in per_seed.items()], ["r2", "pcc"])
-    meta = {"per_seed": per_seed, "paired_reference": "all terms", "varies": "training seeds"}
-    lines = ablations.removal_lines(report.table_verdicts(summary, meta, ["r2", "pcc"]), "all terms")
+    meta = {"per_seed": per_seed, "paired_reference": "all terms", "varies": "worlds"}
+    lines = ablations.removal_lines(verdicts.table_verdicts(summary, meta, ["r2", "pcc"]), "all terms")
     assert len(lines) == 2
-    assert lines[0].startswith("without L_cross (3 paired seeds): removing the term lowers r2 -0.200 [")
-    assert "the intervals of pcc contain zero" in lines[0]
-    assert lines[1] == "without L_sim (3 paired seeds): removing the term moves no metric beyond the seed spread."
+    assert lines[0].startswith("without L_cross (3 paired worlds): removing the term lowers r2 -0.200 [")
+    assert "pcc equivalent within the margin" in lines[0]       # differences 0, 0, 0 on pcc
+    assert lines[1].startswith("without L_sim (3 paired worlds): removing the term moves no metric beyond its "
+                               "interval; pcc equivalent within the margin; inconclusive on r2 (~")
     low, high = table.loc[("without L_cross", "r2"), ["ci_low", "ci_high"]]
     assert f"[{low:+.3f}, {high:+.3f}]" in lines[0]          # the same t interval both ways
 

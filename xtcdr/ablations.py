@@ -1,14 +1,14 @@
-"""Ablations of the loss (the paper's Table 5) and paired differences over training seeds.
+"""Ablations of the loss (the paper's Table 5) and paired differences over worlds.
 
 An ablation retrains the model with one term of Eq. 6 switched off (its weight set to 0 with
 `xtcdr.config.LossWeights.without`), everything else equal. `CONFIGURATIONS` names the paper's
 four configurations plus one the paper did not run (without the basal reconstruction
 :math:`\\mathcal{L}_{reco}^{(1)}`).
 
-Every seed is one **paired** observation: the model with and without the term share the data,
+Every world is one **paired** observation: the model with and without the term share the data,
 the split, the initialisation seed and the pairing order, so their difference on a metric
-removes the part of the seed-to-seed spread that both share. `paired_difference` gives the mean
-paired difference and a t-based interval (`scipy.stats.t`, ``n - 1`` degrees of freedom);
+removes the part of the world-to-world spread that both share. `paired_difference` gives the mean
+paired difference and its t interval (`xtcdr.verdicts.interval`, the package's one interval);
 `paired_table` does it for every configuration and metric.
 """
 from __future__ import annotations
@@ -44,40 +44,42 @@ def configuration_weights(name: str, base: LossWeights | None = None) -> LossWei
 
 
 def paired_difference(full, ablated, confidence: float = 0.95) -> dict[str, float]:
-    """Mean of ``ablated - full`` over paired seeds, its sd and a t-based interval.
+    """Mean of ``ablated - full`` over paired worlds, its sd and its t interval.
 
-    ``full[i]`` and ``ablated[i]`` are the same metric for seed ``i``. Returns ``n``, ``mean``,
-    ``sd`` (ddof 1), ``ci_low``, ``ci_high`` (mean -+ t_{n-1, (1+confidence)/2} * sd / sqrt(n)),
-    ``half_width`` and ``excludes_zero`` (1.0 or 0.0; NaN when the interval is not computable:
-    fewer than two seeds). NaN pairs (a metric undefined for a seed) are dropped.
+    ``full[i]`` and ``ablated[i]`` are the same metric for world ``i``. Returns ``n``, ``mean``,
+    ``sd`` (ddof 1), ``ci_low``, ``ci_high`` (`xtcdr.verdicts.interval`), ``half_width`` and
+    ``excludes_zero`` (1.0 or 0.0; NaN with fewer than two worlds). A world where either value is
+    NaN (a metric undefined there) is left out with a warning.
     """
-    from scipy import stats
+    import warnings
+
+    from .verdicts import interval
 
     full, ablated = np.asarray(full, float), np.asarray(ablated, float)
     if full.shape != ablated.shape or full.ndim != 1:
         raise ValueError(f"paired_difference needs two 1-d arrays of the same length, got "
                          f"{full.shape} and {ablated.shape}")
-    d = (ablated - full)[~(np.isnan(full) | np.isnan(ablated))]
-    n = d.size
-    mean = float(d.mean()) if n else float("nan")
-    if n < 2:
+    keep = ~(np.isnan(full) | np.isnan(ablated))
+    if not keep.all():
+        warnings.warn(f"paired_difference: {int((~keep).sum())} of {keep.size} worlds have no value (NaN) "
+                      "and are left out", UserWarning, stacklevel=2)
+    found = interval((ablated - full)[keep], confidence)
+    if found.n < 2:
         nan = float("nan")
-        return {"n": n, "mean": mean, "sd": nan, "ci_low": nan, "ci_high": nan, "half_width": nan,
-                "excludes_zero": nan}
-    sd = float(d.std(ddof=1))
-    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1) * sd / np.sqrt(n))
-    low, high = mean - half, mean + half
-    return {"n": n, "mean": mean, "sd": sd, "ci_low": low, "ci_high": high, "half_width": half,
-            "excludes_zero": float(low > 0 or high < 0)}
+        return {"n": found.n, "mean": found.mean, "sd": nan, "ci_low": nan, "ci_high": nan,
+                "half_width": nan, "excludes_zero": nan}
+    return {"n": found.n, "mean": found.mean, "sd": found.sd, "ci_low": found.low, "ci_high": found.high,
+            "half_width": found.half_width, "excludes_zero": float(found.low > 0 or found.high < 0)}
 
 
 def paired_table(values: pd.DataFrame, metrics: list[str], *, full: str = FULL,
                  confidence: float = 0.95) -> pd.DataFrame:
     """Paired differences of every configuration from ``full`` on every metric.
 
-    ``values``: one row per (configuration, seed) with columns ``configuration``, ``seed`` and the
-    metrics. Returns one row per (configuration, metric) other than ``full`` with the columns of
-    `paired_difference`; seeds are matched by their value, and only seeds present in both enter.
+    ``values``: one row per (configuration, world) with columns ``configuration``, ``seed`` (the
+    world) and the metrics. Returns one row per (configuration, metric) other than ``full`` with the
+    columns of `paired_difference`; worlds are matched by their seed, and only worlds present in both
+    enter.
     """
     base = values[values["configuration"] == full].set_index("seed")
     rows = []
@@ -95,8 +97,8 @@ def paired_table(values: pd.DataFrame, metrics: list[str], *, full: str = FULL,
 
 def table5(runs: dict, protocol: str, columns: list[str], *, label=None) -> tuple[pd.DataFrame, dict]:
     """Table 5 from the evaluations of every configuration: the paper's rows, each configuration
-    (mean ± sd over seeds), then the baselines (fitted once, beside the full model); the meta
-    pairs each removal with the full model (`xtcdr.experiments.configurations_table`)."""
+    (mean ± sd over worlds), then the baselines (beside the full model); the meta pairs each
+    removal with the full model world by world (`xtcdr.experiments.configurations_table`)."""
     from .experiments import configurations_table
 
     return configurations_table(runs, protocol, columns, reference=FULL, label=label, paper_table="Table 5")
@@ -104,31 +106,34 @@ def table5(runs: dict, protocol: str, columns: list[str], *, label=None) -> tupl
 
 def removal_lines(verdicts_: list, reference: str) -> list[str]:
     """One line per removal from the paired verdicts against the full model (`table_verdicts`):
-    on which metrics removing the term lowers or raises the score (interval excludes zero), and
-    where the interval contains zero; inconclusive or single-seed verdicts say so."""
+    on which metrics removing the term lowers or raises the score (interval excludes zero), where
+    it changes nothing beyond the equivalence margin, and where more worlds are needed;
+    still-learning or single-world verdicts say so."""
+    from .verdicts import BEATS, EQUIVALENT, LEARNING, LOSES, MORE_WORLDS, ONE_WORLD
+
     by_config: dict[str, list] = {}
     for v in verdicts_:
         if v.other == reference:
             by_config.setdefault(v.method, []).append(v)
     out = []
     for name, found in by_config.items():
-        words = {v.word for v in found}
-        if words & {"inconclusive (still learning)", "no interval (one seed)"}:
+        if {v.word for v in found} & {LEARNING, ONE_WORLD}:
             out.append(f"{name}: " + ", ".join(f"{v.metric} {v.interval()}" for v in found)
                        + f" ({found[0].word}).")
             continue
-        down = [v for v in found if v.word == "loses to"]
-        up = [v for v in found if v.word == "beats"]
-        tie = [v.metric for v in found if v.word.startswith("tie")]
         parts = []
-        if down:
-            parts.append("lowers " + ", ".join(f"{v.metric} {v.interval()}" for v in down))
-        if up:
-            parts.append("raises " + ", ".join(f"{v.metric} {v.interval()}" for v in up))
-        text = f"{name} ({found[0].n} paired seeds): removing the term " + (" and ".join(parts) if parts else
-                                                                             "moves no metric beyond the seed spread")
-        if tie and parts:
-            text += f"; the intervals of {', '.join(tie)} contain zero"
+        for word, verb in ((LOSES, "lowers"), (BEATS, "raises")):
+            moved = [v for v in found if v.word == word]
+            if moved:
+                parts.append(f"{verb} " + ", ".join(f"{v.metric} {v.interval()}" for v in moved))
+        same = [v.metric for v in found if v.word == EQUIVALENT]
+        open_ = [v for v in found if v.word == MORE_WORLDS]
+        text = f"{name} ({found[0].n} paired worlds): removing the term "
+        text += " and ".join(parts) if parts else "moves no metric beyond its interval"
+        if same:
+            text += f"; {', '.join(same)} equivalent within the margin"
+        if open_:
+            text += "; inconclusive on " + ", ".join(f"{v.metric} (~{v.needed or '>100'} worlds needed)" for v in open_)
         out.append(text + ".")
     return out
 

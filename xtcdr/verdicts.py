@@ -48,7 +48,7 @@ def margin_for(metric: str) -> float | None:
     """The equivalence margin of ``metric``: `MARGIN` for R^2, EV and Pearson metrics (any
     ``mean_`` / ``median_`` / ``_delta`` variant), None (no equivalence) for the others."""
     name = metric.removeprefix("mean_").removeprefix("median_")
-    return MARGIN if name.startswith(("r2_", "ev_", "pcc_")) else None
+    return MARGIN if name in ("r2", "ev", "pcc") or name.startswith(("r2_", "ev_", "pcc_")) else None
 
 
 class Interval(NamedTuple):
