@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .plots_common import finish_figure, hide_unused_axes
+from .plots_common import finish_figure
 
 __all__ = ["plot_synthetic_truth", "plot_deg_example", "plot_pairing", "plot_effect_ranking"]
 

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .plots_common import finish_figure, hide_unused_axes
+from .plots_common import finish_figure
 
 __all__ = ["plot_method_boxplots", "plot_embedding_panels", "plot_mean_scatter", "plot_per_drug",
            "plot_knockdown_profile", "plot_advantage", "plot_double_degs", "plot_interaction_residuals",
@@ -20,7 +20,7 @@ __all__ = ["plot_method_boxplots", "plot_embedding_panels", "plot_mean_scatter",
 
 
 # --- notebook 04: held-out drugs (Figure 2 analogs) ---
-_METRIC_LABELS_04 = {
+_METRIC_LABELS = {
     "r2_all": r"$R^2$, all genes", "r2_deg": r"$R^2$, top-50 DEGs",
     "ev_all": "explained variance, all genes", "ev_deg": "explained variance, top-50 DEGs",
     "pcc_all": "Pearson r, all genes", "pcc_deg": "Pearson r, top-50 DEGs",
@@ -56,8 +56,8 @@ def plot_method_boxplots(results: dict, metrics=("r2_all", "r2_deg"), *, floor: 
             ax.scatter(x[below], d[below], s=22, marker="v", color="crimson", zorder=3)
         ax.set_xticks(range(1, len(names) + 1))
         ax.set_xticklabels(names, rotation=25, ha="right", fontsize=9)
-        ax.set_ylabel(_METRIC_LABELS_04.get(metric, metric))
-        ax.set_title(_METRIC_LABELS_04.get(metric, metric), fontsize=10)
+        ax.set_ylabel(_METRIC_LABELS.get(metric, metric))
+        ax.set_title(_METRIC_LABELS.get(metric, metric), fontsize=10)
         if n_below:
             ax.set_xlabel(f"{n_below} value(s) below {floor:g} drawn at {floor:g} (red triangles)", fontsize=8)
         ax.grid(axis="y", alpha=0.3)
@@ -156,7 +156,7 @@ def plot_per_drug(results: dict, metric: str = "r2_deg", *, reference: str | Non
                        facecolors="none", edgecolors=f"C{i % 10}", zorder=3)
     ax.set_yticks(y)
     ax.set_yticklabels(per_drug.index.astype(str), fontsize=9)
-    ax.set_xlabel(f"{_METRIC_LABELS_04.get(metric, metric)} (mean over cell lines)"
+    ax.set_xlabel(f"{_METRIC_LABELS.get(metric, metric)} (mean over cell lines)"
                   + (f"; open markers: below {floor:g}" if (per_drug.to_numpy() < floor).any() else ""))
     ax.grid(axis="x", alpha=0.3)
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12 - 0.3 / max(len(per_drug), 1)),
@@ -224,7 +224,7 @@ def plot_advantage(advantage: dict, *, title: str | None = None) -> Figure:
                 style = ({"color": f"C{j}"} if i == 0 else
                          {"facecolor": "none", "edgecolor": f"C{j}", "hatch": "//"})
                 ax.bar(x + offset, df[(method, metric)].to_numpy(float), width, **style,
-                       label=f"{method}: {_METRIC_LABELS_04.get(metric, metric)}")
+                       label=f"{method}: {_METRIC_LABELS.get(metric, metric)}")
         ax.axhline(0, color="black", lw=0.8)
         ax.set_xticks(x)
         ax.set_xticklabels(df.index, rotation=20, ha="right", fontsize=9)
