@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import socket
 import sys
 from pathlib import Path
 
@@ -47,10 +48,30 @@ def test_metadata_diff_names_the_changed_keys():
     assert lab_check.metadata_diff(before, before) == []
 
 
-def test_chromium_lookup_and_free_port():
-    found = lab_check.find_chromium()
-    assert found is None or Path(found).exists()
-    assert 0 < lab_check.free_port() < 65536
+def test_chromium_lookup_prefers_the_system_binary_then_the_path(tmp_path, monkeypatch):
+    real_access = lab_check.os.access
+
+    def system_chromium(present):
+        return lambda path, mode: present if path == "/usr/bin/chromium" else real_access(path, mode)
+
+    on_path = tmp_path / "bin" / "chromium"
+    on_path.parent.mkdir()
+    on_path.write_text("#!/bin/sh\n")
+    on_path.chmod(0o755)
+    monkeypatch.setenv("PATH", str(on_path.parent))
+    monkeypatch.setattr(lab_check.os, "access", system_chromium(True))
+    assert lab_check.find_chromium() == "/usr/bin/chromium"
+    monkeypatch.setattr(lab_check.os, "access", system_chromium(False))
+    assert lab_check.find_chromium() == str(on_path)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no chromium anywhere
+    assert lab_check.find_chromium() is None
+
+
+def test_free_port_can_be_bound():
+    port = lab_check.free_port()
+    assert 0 < port < 65536
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", port))  # raises OSError when the port is taken
 
 
 def test_parallel_parts_deal_every_notebook_once_in_snake_order():

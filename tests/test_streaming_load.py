@@ -184,6 +184,29 @@ def test_preprocess_says_how_much_memory_the_dense_matrix_needs(tmp_path, monkey
         assert preprocess(raw, n_top_genes=10).n_vars == 10
 
 
-def test_available_bytes_reads_meminfo():
-    available = memory.available_bytes()
-    assert available is None or available > 0
+def test_available_bytes_reads_meminfo_then_psutil(monkeypatch):
+    """MemAvailable (kB) of /proc/meminfo in bytes; without it psutil's figure; without both None."""
+    import io
+    import sys
+    import types
+
+    meminfo = "MemTotal:       16000000 kB\nMemFree:         1000000 kB\nMemAvailable:    1234567 kB\n"
+
+    def reads(text):
+        def fake_open(path, *args, **kwargs):
+            return io.StringIO(text) if path == "/proc/meminfo" else open(path, *args, **kwargs)
+        return fake_open
+
+    def unreadable(path, *args, **kwargs):
+        raise OSError("no /proc here")
+
+    fake_psutil = types.SimpleNamespace(virtual_memory=lambda: types.SimpleNamespace(available=987_654_321))
+    monkeypatch.setattr(memory, "open", reads(meminfo), raising=False)
+    assert memory.available_bytes() == 1234567 * 1024
+    monkeypatch.setitem(sys.modules, "psutil", fake_psutil)
+    monkeypatch.setattr(memory, "open", reads(meminfo.replace("MemAvailable", "Cached")), raising=False)
+    assert memory.available_bytes() == 987_654_321          # an old kernel: no MemAvailable line
+    monkeypatch.setattr(memory, "open", unreadable, raising=False)
+    assert memory.available_bytes() == 987_654_321
+    monkeypatch.setitem(sys.modules, "psutil", None)         # import psutil raises ImportError
+    assert memory.available_bytes() is None

@@ -212,14 +212,17 @@ def test_early_stopping_keeps_the_best_weights_of_each_monitor(adata, tmp_path):
 
 
 def test_no_best_is_kept_during_the_warm_up(adata):
-    config = TrainConfig(max_steps=24, min_steps=12, eval_every=4, patience=8, min_delta=0.0,
+    """min_delta 0.9: after its first best no monitor improves (a 90% drop), so each best is the
+    first validation after the warm-up (step 12) and training stops patience steps later (20), well
+    before its cap (40). Without the warm-up the bests would be at step 4 and training would stop at 12."""
+    config = TrainConfig(max_steps=40, min_steps=12, eval_every=4, patience=8, min_delta=0.9,
                          batch_size=64, lr=1e-3, seed=0)
     torch.manual_seed(0)
     history = fit(XTransferCDR(adata.n_vars, SMALL_MODEL), adata, config, device="cpu", progress=False)
     info = history.attrs["training"]
     assert history["step"].iloc[0] == 4                      # validations are logged from the start
-    assert all(m["best_step"] >= 12 for m in info["monitors"].values())
-    assert info["steps"] >= 12 + 8 or info["stop_reason"] == "max_steps"
+    assert {name: m["best_step"] for name, m in info["monitors"].items()} == {"valid": 12, "transfer": 12}
+    assert (info["stop_reason"], info["steps"]) == ("converged", 12 + 8)
 
 
 def test_a_model_stopped_at_its_cap_while_improving_is_not_converged(adata):
@@ -258,6 +261,133 @@ def test_without_degs_training_goes_on_without_the_transfer_validation(adata):
     with pytest.warns(UserWarning, match="preprocess"):
         history = fit(XTransferCDR(bare.n_vars, SMALL_MODEL), bare, config, device="cpu", progress=False)
     assert set(history.attrs["training"]["monitors"]) == {"valid"}
+
+
+QUICK = TrainConfig(max_steps=4, eval_every=2, patience=100, batch_size=64, lr=1e-3, seed=0)
+
+
+def _fit_quietly_but(adata, config=QUICK, match=None, **kwargs):
+    """fit on ``adata``; with ``match``, it must warn with a UserWarning matching it."""
+    torch.manual_seed(0)
+    model = XTransferCDR(adata.n_vars, SMALL_MODEL)
+    if match is None:
+        return fit(model, adata, config, device="cpu", progress=False, **kwargs)
+    with pytest.warns(UserWarning, match=match):
+        return fit(model, adata, config, device="cpu", progress=False, **kwargs)
+
+
+def _with_split(adata, rows, split):
+    out = adata.copy()
+    values = out.obs["split"].astype(str).to_numpy()
+    values[rows] = split
+    out.obs["split"] = pd.Categorical(values)
+    return out
+
+
+def test_validation_cells_that_cannot_be_paired_are_left_out_with_a_warning(adata):
+    """No control cell in the valid split: the within-line validation is dropped, and fit says so."""
+    obs = adata.obs
+    moved = np.flatnonzero(obs["is_control"].to_numpy(bool) & (obs["split"] == "valid").to_numpy())
+    no_valid_controls = _with_split(adata, moved, "train")
+    history = _fit_quietly_but(no_valid_controls, match=r"within-line validation is left out: .*no control "
+                               r"cells in split 'valid'.*stops on the transfer validation.*assign_split")
+    assert set(history.attrs["training"]["monitors"]) == {"transfer"}
+    assert "valid_total" not in history
+
+
+def _transfer_conditions_cut_to_one_cell(adata, conditions):
+    """A copy of ``adata`` where each of ``conditions`` keeps one cell (too few to score)."""
+    cond = adata.obs["condition"].astype(str).to_numpy()
+    drop = np.concatenate([np.flatnonzero(cond == c)[1:] for c in conditions])
+    return adata[np.setdiff1d(np.arange(adata.n_obs), drop)].copy()
+
+
+def test_skipped_transfer_conditions_are_named_in_a_warning(adata):
+    from xtcdr.train import _transfer_tasks
+
+    held_back = list(adata.uns["xtcdr"]["split"]["transfer_valid"])
+    cut = _transfer_conditions_cut_to_one_cell(adata, held_back[:1])
+    with pytest.warns(UserWarning, match=rf"transfer validation leaves out .*{held_back[0]} \(1 cell.*"
+                                         rf"scores {len(held_back) - 1} of them.*n_transfer_valid"):
+        tasks = _transfer_tasks(cut)
+    assert sorted(t.condition for t in tasks) == sorted(held_back[1:])
+
+
+def test_a_transfer_validation_without_tasks_is_left_out_with_a_warning(adata):
+    cut = _transfer_conditions_cut_to_one_cell(adata, adata.uns["xtcdr"]["split"]["transfer_valid"])
+    with pytest.warns(UserWarning, match="leaves out conditions") as record:
+        history = _fit_quietly_but(cut, match=r"transfer validation is left out: .*stops on the within-line "
+                                   r"validation loss.*n_transfer_valid")
+    assert any("scores none of them" in str(w.message) for w in record)
+    assert set(history.attrs["training"]["monitors"]) == {"valid"}
+
+
+def test_a_transfer_validation_without_degs_to_score_warns(adata):
+    from xtcdr.train import _transfer_tasks
+
+    few = adata.copy()
+    few.uns["top_degs"] = {c: list(g)[:1] for c, g in adata.uns["top_degs"].items()}  # one DEG each
+    with pytest.warns(UserWarning, match=r"transfer validation cannot be scored: .*loss is NaN.*preprocess"):
+        assert _transfer_tasks(few)
+
+
+def test_another_monitors_weights_are_held_with_a_warning(adata, tmp_path):
+    """select='transfer' on data without a transfer split: the best 'valid' weights, and a warning."""
+    obs = adata.obs
+    no_transfer = _with_split(adata, np.flatnonzero((obs["split"] == "transfer").to_numpy()), "train")
+    history = _fit_quietly_but(no_transfer, match=r"no best weights for 'transfer' \(its monitors: "
+                               r"\['valid'\]\): the model holds the best 'valid' weights instead",
+                               select="transfer", checkpoint_dir=tmp_path)
+    assert history.attrs["training"]["selected"] == "valid"
+    with pytest.warns(UserWarning, match="no best weights for 'transfer'"):
+        _, state = load_checkpoint(tmp_path / CHECKPOINT_NAME, select="transfer")
+    assert state["selected"] == "valid"
+
+
+def test_a_training_that_ends_in_its_warm_up_warns_that_it_holds_the_last_weights(adata):
+    config = TrainConfig(**{**QUICK.__dict__, "min_steps": 8})
+    history = _fit_quietly_but(adata, config, match=r"no best weights were kept \(training stopped at step 4;"
+                               r".*min_steps=8.*weights of the last step")
+    assert history.attrs["training"]["selected"] is None and history.attrs["training"]["monitors"] == {}
+
+
+@pytest.fixture(scope="module")
+def doubles():
+    """A small one-line dataset with doubles in training (the fifth loss can train), log1p values."""
+    from xtcdr import pairing, synthetic
+
+    data = synthetic.simulate("synthetic_combo", n_genes=60, n_singles=6, n_doubles=6, n_interacting=2,
+                              cells_per_condition=10, controls_per_cell_type=40)
+    data.X = np.log1p(data.X).astype(np.float32)
+    pairing.assign_split(data, seed=0, test_rule="doubles", n_test=3)
+    return data
+
+
+def _weights(**terms):
+    from xtcdr.config import LossWeights
+
+    return TrainConfig(**{**QUICK.__dict__, "weights": LossWeights(**terms)})
+
+
+def test_a_weighted_term_that_misses_batches_warns(doubles):
+    """Fifth loss: one batch per pair (batch_size 1) leaves each batch at most one triple; the
+    cross_line variant on one cell line has no cross-line pair at all."""
+    config = TrainConfig(**{**_weights(combo=1.0).__dict__, "batch_size": 1})
+    _fit_quietly_but(doubles, config, match=r"LossWeights.combo > 0, but \d+ of the \d+ batches .*fewer than "
+                     r"2 training triples.*'combo' term is left out of those batches")
+    _fit_quietly_but(doubles, _weights(cross_line=1.0), match=r"LossWeights.cross_line > 0, .*left out of "
+                     r"those batches, so this training never uses it")
+
+
+def test_a_validation_without_doubles_warns_that_it_leaves_out_the_fifth_loss(doubles):
+    obs = doubles.obs
+    is_double = obs["perturbation"].astype(str).str.contains("+", regex=False).to_numpy()
+    valid_doubles = (obs["split"] == "valid").to_numpy() & is_double
+    assert valid_doubles.any()
+    moved = _with_split(doubles, np.flatnonzero(valid_doubles), "train")
+    history = _fit_quietly_but(moved, _weights(combo=1.0),
+                               match="validation split has no measured doubles.*leaves out the fifth loss")
+    assert "valid_combo" not in history and "train_combo" in history
 
 
 def test_training_uses_a_fixed_thread_count_and_restores_the_callers(adata):

@@ -131,12 +131,42 @@ def test_control_code_term_is_the_mean_squared_norm_of_control_codes(model_and_b
     assert terms["total"].item() == pytest.approx(paper["total"].item() + 0.5 * expected, rel=1e-5)
 
 
+def _papers_terms_by_hand(model, xa, xb, xca, xcb, weights: dict) -> dict:
+    """Eqs. 1-6 in numpy (float64) from the model's encoders and decoder, one cell set at a time."""
+    def numpy(layer, x):
+        with torch.no_grad():
+            return layer(torch.as_tensor(x, dtype=torch.float32)).double().numpy()
+
+    def decode(z):
+        return numpy(model.decode, z)
+
+    s_a, s_b = (numpy(model.encode_basal, x) for x in (xa, xb))
+    p_a, p_b = (numpy(model.encode_perturbation, x) for x in (xa, xb))
+    xa, xb, xca, xcb = (x.double().numpy() for x in (xa, xb, xca, xcb))
+    q_a, q_b = (np.exp(s) / np.exp(s).sum(1, keepdims=True) for s in (s_a, s_b))
+    terms = {
+        "orth": np.mean(np.sum(p_a * s_a, 1) ** 2 + np.sum(p_b * s_b, 1) ** 2),
+        "sim": np.mean(np.sum(q_a * np.log(q_a / q_b), 1)),
+        "reco_basal": _mse(decode(s_a), xca) + _mse(decode(s_b), xcb),
+        "reco_self": _mse(decode(s_a + p_a), xa) + _mse(decode(s_b + p_b), xb),
+        "cross": _mse(decode(s_b + p_a), xa) + _mse(decode(s_a + p_b), xb),
+    }
+    terms["total"] = sum(weights[k] * v for k, v in terms.items())
+    return {k: torch.tensor(v, dtype=torch.float32) for k, v in terms.items()}
+
+
 def test_switches_that_are_off_leave_the_papers_terms(model_and_batch):
+    """Every variant switch at 0, with the variants' inputs given: exactly the paper's five terms
+    and weighted total, the same numbers as a hand computation and as a call without those inputs."""
     model, (xa, xb, xca, xcb, xl_a, xl_b) = model_and_batch
+    paper = {"orth": 0.5, "sim": 2.0, "reco_basal": 3.0, "reco_self": 1.5, "cross": 0.25}  # unequal: the
+    off = LossWeights(**paper, combo=0.0, cross_line=0.0, adversary=0.0, control_code=0.0)  # weights show
     with torch.no_grad():
-        terms = losses.loss_terms(model, xa, xb, xca, xcb, LossWeights(), contexts=torch.zeros(N, dtype=torch.long),
+        terms = losses.loss_terms(model, xa, xb, xca, xcb, off, contexts=torch.zeros(N, dtype=torch.long),
                                   cross_line=(xl_a, xl_b))
-    assert set(terms) == {"orth", "sim", "reco_basal", "reco_self", "cross", "total"}
+        absent = losses.loss_terms(model, xa, xb, xca, xcb, off)
+    torch.testing.assert_close(terms, _papers_terms_by_hand(model, xa, xb, xca, xcb, paper))
+    torch.testing.assert_close(terms, absent, rtol=0, atol=0)
 
 
 # ----------------------------------------------------------------------------- control offset swap

@@ -19,6 +19,10 @@ The validation signals (*monitors*):
   cross-context tables measure, on perturbations that are not test perturbations.
 * ``"train"``: the training loss, only when the data has neither of the above.
 
+A monitor the data cannot feed (validation cells that cannot be paired, no scorable transfer
+condition) is left out with a warning that names the cause and the fix; so is a weighted term that
+misses batches, and a ``select`` that gets another monitor's weights.
+
 Design choices, each for speed or for exact repeatability:
 
 * The expression matrix becomes one tensor (shared with ``adata.X`` on the CPU, copied once to
@@ -143,8 +147,9 @@ def load_checkpoint(path: str | Path, *, genes=None, map_location="cpu", select:
     """Read a checkpoint and rebuild its model.
 
     ``select`` names the weights to load: the best weights of a monitor (``"valid"``,
-    ``"transfer"``, ``"train"``; a monitor the checkpoint lacks falls back to ``"valid"``, then to
-    the last weights) or ``None`` for the weights of the last step. Returns ``(model, state)``;
+    ``"transfer"``, ``"train"``; a monitor the checkpoint lacks falls back, with a warning, to
+    ``"valid"``, then ``"train"``, then the last weights) or ``None`` for the weights of the last
+    step. Returns ``(model, state)``;
     ``state['selected']`` says which weights were loaded.
 
     Raises ``CheckpointError`` with the fix when the file is corrupt or not an xtcdr checkpoint,
@@ -180,17 +185,31 @@ def load_checkpoint(path: str | Path, *, genes=None, map_location="cpu", select:
     return model, state
 
 
-def _selectable(state: dict, select: str | None) -> str | None:
-    """The monitor whose best weights ``select`` gets from ``state`` (None: the last weights)."""
+def _selectable(state: dict, select: str | None, *, stacklevel: int = 3) -> str | None:
+    """The monitor whose best weights ``select`` gets from ``state`` (None: the last weights);
+    warns when that is not the one asked for."""
     if select is None:
         return None
     if select not in MONITORS:
         raise ValueError(f"select must be one of {list(MONITORS)} or None, got {select!r}")
     best = state.get("best") or {}
-    for name in (select, "valid", "train"):
-        if name in best:
-            return name
-    return None
+    selected = next((name for name in (select, "valid", "train") if name in best), None)
+    if selected != select and state.get("stop_reason") is not None:  # unfinished: resumed, not used
+        _warn_selection(state, select, selected, stacklevel + 1)
+    return selected
+
+
+def _warn_selection(state: dict, select: str, selected: str | None, stacklevel: int) -> None:
+    kept = sorted(state.get("best") or {})
+    if kept:
+        cause = f"this training has no best weights for {select!r} (its monitors: {kept})"
+        fix = "Ask for one of its monitors, or split the data with that validation (pairing.assign_split)."
+    else:
+        cause = (f"no best weights were kept (training stopped at step {state['step']}; bests are kept from "
+                 f"min_steps={state['train_config']['min_steps']} on, for finite validation values only)")
+        fix = "Give training more steps than min_steps (or lower min_steps)."
+    held = f"the best {selected!r} weights" if selected else "the weights of the last step"
+    warnings.warn(f"{cause}: the model holds {held} instead. {fix}", UserWarning, stacklevel=stacklevel)
 
 
 def training_summary(state: dict) -> dict:
@@ -283,6 +302,27 @@ def _epoch_batches(adata, X, config, device, epoch):
     return idx, list(zip(torch.tensor_split(order, n_batches), combos, lines))
 
 
+def _warn_batches_without_terms(epoch_batches, config) -> None:
+    """Warn when the fifth loss or the ``cross_line`` variant, though weighted, misses batches."""
+    for term, position, what in ((COMBO, 1, "triples (a double and its two singles)"),
+                                 ("cross_line", 2, "cross-line pairs (one single in two cell types)")):
+        if not getattr(config.weights, term):
+            continue
+        missing = sum(batch[position] is None for batch in epoch_batches)
+        if missing:
+            warnings.warn(f"LossWeights.{term} > 0, but {missing} of the {len(epoch_batches)} batches of an "
+                          f"epoch get fewer than 2 training {what} (batch norm needs 2): the {term!r} "
+                          "term is left out of those batches"
+                          + (", so this training never uses it" if missing == len(epoch_batches) else "")
+                          + f". Train on data with more of them, use a larger batch_size, or set {term}=0.",
+                          UserWarning, stacklevel=4)
+
+
+def _stopping(monitors) -> str:
+    """What early stopping watches, in words."""
+    return " and ".join(f"the {_MONITOR_NAMES[m]}" for m in monitors)
+
+
 @torch.no_grad()
 def _valid_means(model, X, idx, config, device, combos=None) -> dict:
     """Mean of each loss term over the validation pairs ``idx`` (eval mode).
@@ -347,11 +387,30 @@ def _transfer_tasks(adata) -> list:
         warnings.warn("the transfer validation is scored on DEGs and adata.uns['top_degs'] is missing: "
                       "training goes on without it (early stopping on the within-line validation). "
                       "Run xtcdr.preprocess.preprocess (or pipeline.prepare) to compute the DEGs.",
-                      UserWarning, stacklevel=3)
+                      UserWarning, stacklevel=4)
         return []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        return transfer_tasks(adata, split="transfer", protocol="cross")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tasks = transfer_tasks(adata, split="transfer", protocol="cross")
+    for w in caught:
+        if issubclass(w.category, UserWarning) and str(w.message).startswith("transfer_tasks skipped"):
+            warnings.warn(f"the transfer validation leaves out conditions it cannot score ({w.message}); "
+                          f"it scores {len(tasks) or 'none'} of them. To score them all, hold back "
+                          "perturbations with more cells for it (xtcdr.pairing.assign_split, "
+                          "n_transfer_valid) or give their cell types control cells.", UserWarning,
+                          stacklevel=4)
+        else:  # anything else transfer_tasks said, as it said it
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    genes = set(map(str, adata.var_names))
+    top_degs = adata.uns["top_degs"]
+    n_degs = [len(genes.intersection(map(str, np.ravel(top_degs.get(t.condition, []))))) for t in tasks]
+    if tasks and max(n_degs) < 2:  # its loss needs 2+ DEGs of a condition
+        warnings.warn(f"the transfer validation cannot be scored: none of its {len(tasks)} conditions has "
+                      "2 or more of its DEGs (adata.uns['top_degs']) among the genes, so its loss is NaN at "
+                      "every validation and never improves; training cannot stop by convergence and runs to "
+                      "its cap, and select='transfer' gets other weights. Recompute the DEGs on these genes "
+                      "(xtcdr.preprocess.preprocess or pipeline.prepare).", UserWarning, stacklevel=4)
+    return tasks
 
 
 def _transfer_scores(model, X_np, adata, tasks) -> dict:
@@ -437,8 +496,8 @@ def fit(model: XTransferCDR, adata: ad.AnnData, config: TrainConfig | None = Non
         Continue from ``checkpoint_dir/checkpoint.pt`` when it exists (same data and settings;
         ``max_steps`` and ``epochs`` may differ from the interrupted run's).
     select
-        Whose best weights the model holds at the end: ``"valid"`` or ``"transfer"`` (falls back
-        to ``"valid"`` when the data has no transfer split).
+        Whose best weights the model holds at the end: ``"valid"`` or ``"transfer"`` (falls back,
+        with a warning, to ``"valid"`` when the data has no transfer split).
     track
         Optional ``{name: function(model) -> float}`` evaluated at every validation and logged as
         ``track_<name>`` (e.g. a test score, to *show* a learning curve in a notebook). Never read
@@ -477,12 +536,28 @@ def _fit(model, adata, config, dev, checkpoint_dir, resume, progress, select, tr
     if "valid" in monitors:
         try:
             valid_idx = _pair_tensors(training_pairs(adata, split="valid", seed=config.seed), dev)
-        except ValueError:
+        except ValueError as exc:
             monitors = [m for m in monitors if m != "valid"] or ["train"]
+            warnings.warn(f"the within-line validation is left out: the cells with obs['split'] == 'valid' "
+                          f"cannot be paired ({exc}). Training goes on and stops on {_stopping(monitors)}. "
+                          "To keep it, split the data again (xtcdr.pairing.assign_split) so that every "
+                          "cell type has validation cells of two or more training perturbations and "
+                          "control cells.", UserWarning, stacklevel=3)
     valid_combos = _combos(adata, "valid", config, dev, config.seed) if valid_idx is not None else None
+    if valid_idx is not None and config.weights.combo and valid_combos is None:
+        warnings.warn("LossWeights.combo > 0 but the validation split has no measured doubles with both "
+                      "singles: the within-line validation loss leaves out the fifth loss (it is the "
+                      "paper's objective only). Split with more validation cells (assign_split's "
+                      "valid_fraction) to score the fifth loss too.", UserWarning, stacklevel=3)
     transfer = _transfer_tasks(adata) if "transfer" in monitors else []
     if "transfer" in monitors and not transfer:
         monitors = [m for m in monitors if m != "transfer"] or ["train"]
+        if "top_degs" in adata.uns:  # without DEGs, _transfer_tasks has said why
+            warnings.warn("the transfer validation is left out: none of the conditions with obs['split'] == "
+                          "'transfer' gave a cross-context task (a warning above names the ones skipped). "
+                          f"Training goes on and stops on {_stopping(monitors)}. To keep it, hold back "
+                          "perturbations measured in two or more cell types, with enough cells, for it "
+                          "(xtcdr.pairing.assign_split, n_transfer_valid).", UserWarning, stacklevel=3)
     # fused: one pass over each parameter per step instead of about ten (same update rule)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
                                  fused=dev.type in ("cpu", "cuda"))
@@ -520,6 +595,7 @@ def _fit(model, adata, config, dev, checkpoint_dir, resume, progress, select, tr
     rows, t0 = 0, time.perf_counter()
     stop_reason = None
     epoch_batches = None
+    checked_batches = False
     while stop_reason is None:
         if config.epochs is not None and epoch >= config.epochs:
             stop_reason = "epochs"
@@ -529,6 +605,9 @@ def _fit(model, adata, config, dev, checkpoint_dir, resume, progress, select, tr
             break
         if epoch_batches is None:
             idx, epoch_batches = _epoch_batches(adata, X, config, dev, epoch)
+            if not checked_batches:  # said once: the batches of every epoch are alike
+                _warn_batches_without_terms(epoch_batches, config)
+                checked_batches = True
         chunk, combo, lines = epoch_batches[batch]
         model.train()
         terms = _batch_terms(model, X, idx, chunk, config, dev, combo, contexts, lines)
@@ -596,7 +675,7 @@ def _fit(model, adata, config, dev, checkpoint_dir, resume, progress, select, tr
 
 def _finish(model, state, select, history):
     """Load the selected best weights into ``model`` (eval mode) and return the history."""
-    selected = _selectable(state, select)
+    selected = _selectable(state, select, stacklevel=5)
     if selected is not None:
         model.load_state_dict(state["best"][selected]["state"])
     state["selected"] = selected

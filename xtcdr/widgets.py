@@ -458,7 +458,7 @@ def _resolve_interactive(interactive: bool | None) -> bool:
 
 
 def _run_figure(run: TinyRun):
-    from .plots import plot_tiny_run_summary
+    from .plots_training import plot_tiny_run_summary
 
     return plot_tiny_run_summary(run.trace, run.before, run.after,
                                  title=_weights_label(run.weights))
@@ -561,7 +561,7 @@ def pair_explorer(model, batch: TinyBatch, *, index: int = 0, interactive: bool 
     """
     import matplotlib.pyplot as plt
 
-    from .plots import plot_pair_codes
+    from .plots_training import plot_pair_codes
 
     if not 0 <= index < len(batch):
         raise ValueError(f"index must be between 0 and {len(batch) - 1}, got {index}")
