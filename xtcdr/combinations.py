@@ -145,7 +145,6 @@ def additive_noise(X: np.ndarray, task, reference_cells: np.ndarray | None = Non
     return float(np.sum(total))
 
 
-__all__ += ["additive_noise"]
 
 
 def add_oracle(result: Evaluation, adata, tasks: dict, dataset: str):
