@@ -184,3 +184,12 @@ def test_development_worlds_are_disjoint_from_the_reported_worlds():
     plan = grid.plan("quick", worlds=10)        # even --worlds 10 stays below the development worlds
     assert not {t.prepare_seed for t in plan if not t.curve} & dev
     assert all(t.prepare_seed in dev for t in plan if t.curve)
+
+
+def test_lower_is_better_metrics_flip_the_words():
+    """On the rank metric (0 perfect, 0.5 chance) a lower value is the better prediction."""
+    better = verdict([0.10, 0.12, 0.11], [0.40, 0.41, 0.39], metric="rank_all_delta")
+    assert better.word == "beats" and better.high < 0 and "(lower is better)" in better.sentence()
+    assert verdict([0.40, 0.41, 0.39], [0.10, 0.12, 0.11], metric="mean_rank_all_delta").word == "loses to"
+    assert verdicts.best_row(pd.Series({"a": 0.3, "b": 0.1}), "rank_all_delta") == "b"
+    assert verdicts.best_row(pd.Series({"a": 0.3, "b": 0.1}), "r2_deg") == "a"

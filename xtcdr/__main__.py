@@ -23,8 +23,6 @@ from .runs import DATASET_NOTEBOOKS, KERNELSPEC, NOTEBOOK_DIR, NOTEBOOK_ORDER, P
 def replicate(profile: str = "quick", dataset: str | None = None, out: str = "reports",
               only: list[str] | None = None, worlds: int | None = None, grid: bool = True,
               workers: int | None = None) -> int:
-    import papermill as pm
-
     from .datasets import names
     from .report import write_replication
 
@@ -49,23 +47,17 @@ def replicate(profile: str = "quick", dataset: str | None = None, out: str = "re
         code = train_grid(profile, dataset, only, worlds, workers=workers)
         if code:
             return code
-    jobs = []
-    for stem, params, name in runs:
-        declared = pm.inspect_notebook(str(NOTEBOOK_DIR / f"{stem}.ipynb"))
-        params = {k: v for k, v in params.items() if k in declared}
-        if "out_dir" in declared:  # relative to the notebooks' folder (their working directory)
-            params["out_dir"] = os.path.relpath(out_dir, NOTEBOOK_DIR)
-        jobs.append((stem, params, name, str(out_dir / "notebooks" / f"{name}.ipynb")))
-    # the longest first, so that side by side the last one to finish is short
-    jobs.sort(key=lambda job: NOTEBOOK_ORDER.index(job[0][:2]) if job[0][:2] in NOTEBOOK_ORDER else 99)
-    from .runs import run_notebooks
+    from .runs import SOLUTION_DIR, notebook_jobs, run_notebooks, solution_jobs
 
-    failed = run_notebooks(jobs, workers, NOTEBOOK_DIR)
-    if failed:
-        stem, name, target, err = failed
-        print(f"[replicate] FAILED: notebook {stem} (run {name}), {err}\n"
-              f"  executed copy with the traceback: {target}", file=sys.stderr)
-        return 1
+    (out_dir / "notebooks" / "solutions").mkdir(parents=True, exist_ok=True)
+    for jobs, folder, what in ((notebook_jobs(runs, out_dir), NOTEBOOK_DIR, "notebook"),
+                               (solution_jobs(runs, out_dir), SOLUTION_DIR, "solutions")):
+        failed = run_notebooks(jobs, workers, folder)
+        if failed:
+            stem, name, target, err = failed
+            print(f"[replicate] FAILED: {what} {stem} (run {name}), {err}\n"
+                  f"  executed copy with the traceback: {target}", file=sys.stderr)
+            return 1
     path = write_replication(out_dir)
     print(f"[replicate] wrote {path}")
     return 0

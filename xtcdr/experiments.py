@@ -345,12 +345,14 @@ def configurations_table(runs: dict, protocol: str, columns: list[str], *, refer
 
 
 def pitfalls(cross: pd.DataFrame, within: pd.DataFrame, paper_table: str, *, n_cells: pd.DataFrame,
-             sd: pd.Series | None = None) -> list[str]:
+             sd: pd.Series | None = None, against_shift: dict | None = None) -> list[str]:
     """The metric pitfalls of notebook 04, as sentences printed from a run's summaries.
 
     ``cross`` / ``within``: `Evaluation.summary` of each reading (rows: methods); ``n_cells``:
     scored cells per condition (one column per reading); ``sd``: the model's sd over worlds of
-    the DEG column of the saved table, when there are several worlds.
+    the DEG column of the saved table, when there are several worlds; ``against_shift``: metric ->
+    `xtcdr.verdicts.Verdict` of the model against the source shift (``r2_deg``, ``r2_deg_delta``),
+    whose words the comparison sentence uses.
     """
     S, W = cross, within
     control, shift, tmean = (BASELINE_LABELS[k] for k in ("control", "source_shift", "train_mean"))
@@ -366,13 +368,13 @@ def pitfalls(cross: pd.DataFrame, within: pd.DataFrame, paper_table: str, *, n_c
                "correlation of the control baseline measures how alike cells of one context are, not the "
                "response; only the delta correlation asks whether the predicted *change* points the right way.")
 
-    def side(metric):
-        return "above" if S.loc[MODEL, metric] > S.loc[shift, metric] else "not above"
+    words = "; ".join(f"on {m}: {v.word} {v.interval()}" for m, v in (against_shift or {}).items())
     out.append(f"3. **The source shift reads exactly the model's inputs** (controls of B, cells of d in A) and "
                f"adds the shift measured in A. It reaches $R^2$ DEGs {S.loc[shift, 'r2_deg']:.3f} and delta "
                f"$R^2$ DEGs {S.loc[shift, 'r2_deg_delta']:.3f}; the model's mean over worlds is "
-               f"{S.loc[MODEL, 'r2_deg']:.3f} and {S.loc[MODEL, 'r2_deg_delta']:.3f}, {side('r2_deg')} and "
-               f"{side('r2_deg_delta')} it (the verdicts with their intervals are in the tables).")
+               f"{S.loc[MODEL, 'r2_deg']:.3f} and {S.loc[MODEL, 'r2_deg_delta']:.3f}"
+               + (f". The model against the source shift, over worlds: {words}." if words else
+                  " (the verdicts with their intervals are in the tables)."))
     out.append(f"4. **The train-mean baseline ignores which drug it predicts.** It scores $R^2$ DEGs "
                f"{S.loc[tmean, 'r2_deg']:.3f} and delta Pearson {S.loc[tmean, 'pcc_all_delta']:.3f}: that much "
                f"of a score is a generic drug response. The model's delta Pearson is {S.loc[MODEL, 'pcc_all_delta']:.3f}.")

@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 
 from .plots_common import finish_figure
 
-__all__ = ["plot_method_boxplots", "plot_embedding_panels", "plot_mean_scatter", "plot_per_drug",
+__all__ = ["plot_method_boxplots", "plot_embedding_panels", "plot_centroids_pca", "plot_mean_scatter", "plot_per_drug",
            "plot_knockdown_profile", "plot_advantage", "plot_double_degs", "plot_interaction_residuals",
            "plot_seed_dots"]
 
@@ -88,6 +88,55 @@ def plot_embedding_panels(coords: np.ndarray, obs: pd.DataFrame, columns, *,
         ax.set_title(f"coloured by {column}", fontsize=10)
         ax.set_xticks([])
         ax.set_yticks([])
+    return finish_figure(fig, title)
+
+
+def plot_centroids_pca(X: np.ndarray, tasks: list, predictions: dict, *, max_cells: int = 60, seed: int = 0,
+                       title: str | None = None) -> Figure:
+    """One panel per target context: its observed cells in a PCA of that context, and per held-out
+    drug the observed centroid joined by lines to each method's predicted centroid.
+
+    ``X``: expression (cells x genes); ``tasks``: the cross-context tasks (`xtcdr.evaluate.TransferTask`:
+    ``cell_type``, ``perturbation``, ``target_idx``, ``control_idx``); ``predictions``: method ->
+    {condition: predicted mean profile}. The PCA (2 components) is fitted on each context's observed
+    cells of the held-out drugs and its controls; predicted means are projected into it. Dots: up to
+    ``max_cells`` observed cells per drug (colour = drug); black star: the controls' centroid; circle:
+    the observed centroid; one marker per method at its predicted centroid, joined to the observed one.
+    A short line means the prediction lands near the drug's cells in this view; the view keeps two
+    dimensions of many, so the verdicts stay with the tables.
+    """
+    from sklearn.decomposition import PCA
+
+    contexts = sorted({t.cell_type for t in tasks})
+    markers = ["^", "s", "D", "v", "P"]
+    rng = np.random.default_rng(seed)
+    fig, axes = plt.subplots(1, len(contexts), figsize=(5.0 * len(contexts), 4.6), squeeze=False)
+    for ax, ctx in zip(axes[0], contexts):
+        mine = [t for t in tasks if t.cell_type == ctx]
+        rows = np.concatenate([t.target_idx for t in mine] + [mine[0].control_idx])
+        pca = PCA(n_components=2, random_state=seed).fit(np.asarray(X[rows], dtype=np.float64))
+        ctrl = pca.transform(np.asarray(X[mine[0].control_idx], dtype=np.float64).mean(0, keepdims=True))[0]
+        ax.scatter(*ctrl, marker="*", s=180, color="black", zorder=5, label="controls (centroid)")
+        for k, task in enumerate(mine):
+            color = f"C{k % 10}"
+            cells = task.target_idx if task.target_idx.size <= max_cells else rng.choice(task.target_idx, max_cells, replace=False)
+            xy = pca.transform(np.asarray(X[cells], dtype=np.float64))
+            ax.scatter(xy[:, 0], xy[:, 1], s=6, color=color, alpha=0.25, zorder=1)
+            observed = pca.transform(np.asarray(X[task.target_idx], dtype=np.float64).mean(0, keepdims=True))[0]
+            ax.scatter(*observed, s=70, color=color, edgecolor="black", zorder=4)
+            ax.annotate(task.perturbation, observed, fontsize=7, xytext=(4, 4), textcoords="offset points")
+            for j, (method, by_condition) in enumerate(predictions.items()):
+                if task.condition not in by_condition:
+                    continue
+                predicted = pca.transform(np.asarray(by_condition[task.condition], dtype=np.float64)[None])[0]
+                ax.plot(*zip(observed, predicted), color=color, lw=1, ls="-" if j == 0 else "--", zorder=2)
+                ax.scatter(*predicted, marker=markers[j % len(markers)], s=45, color=color, edgecolor="black",
+                           zorder=3, label=method if k == 0 else None)
+        ax.scatter([], [], s=70, color="white", edgecolor="black", label="observed (centroid)")
+        ax.set_title(ctx, fontsize=10)
+        ax.set_xlabel(f"PC1 ({pca.explained_variance_ratio_[0]:.0%})")
+        ax.set_ylabel(f"PC2 ({pca.explained_variance_ratio_[1]:.0%})")
+        ax.legend(fontsize=7, loc="best")
     return finish_figure(fig, title)
 
 

@@ -159,7 +159,7 @@ def plot_training_history(history: pd.DataFrame, *, title: str | None = None) ->
             ax.legend(fontsize=8)
         elif name == "valid_r2_deg":
             ax.plot(epoch, history[name], color="C2", marker=".", ms=3)
-            ax.set_title("validation $R^2$ on top DEGs\n(cross transfer, per condition)", fontsize=9)
+            ax.set_title("validation $R^2$ on top DEGs\n(within-line swap $D(S^b + P^a)$)", fontsize=9)
             finite = history[name].to_numpy(float)
             finite = finite[np.isfinite(finite)]
             if finite.size:
@@ -195,6 +195,11 @@ def plot_validation_signals(histories: dict[str, pd.DataFrame], *, test: dict | 
             if column not in history:
                 continue
             values = history[column].to_numpy(float)
+            smoothed = f"{column}_smoothed"
+            if smoothed in history:  # the monitor reads the mean of the last checks: draw both
+                ax.plot(history["step"], values / np.nanmin(values), color=color, lw=0.8, alpha=0.45)
+                values = history[smoothed].to_numpy(float)
+                name = f"{name} (mean of its last checks: what stops and selects)"
             ax.plot(history["step"], values / np.nanmin(values), color=color, label=name)
             monitor = "valid" if column == "valid_total" else "transfer"
             best = info.get("monitors", {}).get(monitor, {}).get("best_step")

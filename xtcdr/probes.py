@@ -248,26 +248,28 @@ def findings(probe_r2: pd.DataFrame | None, context: pd.DataFrame | None) -> lis
 __all__ += ["findings"]
 
 
-# the paper's disentanglement claim, as comparisons of probes of the full model (per seed)
+# the paper's disentanglement premise, as comparisons of probes of the full model (per world); each
+# holds when the verdict on (a - b) is ``holds_if`` ("beats", or "equivalent" within the margin)
 DISENTANGLEMENT_CLAIMS = [
     ("S holds the basal state better than P (the basal encoder keeps the context)",
      "S -> true basal", "P -> true basal", "beats"),
     ("P holds the perturbation effect better than S (the perturbation encoder keeps the drug)",
      "P -> true effect", "S -> true effect", "beats"),
     ("P is free of the cell line (what a cross-context prediction carries from the source line)",
-     "cell line from P (held-out perturbations)", "chance (held-out perturbations)", "tie"),
+     "cell line from P (held-out perturbations)", "chance (held-out perturbations)", "equivalent"),
 ]
 
 
 def probe_table(values: pd.DataFrame, columns: list[str], *, reference: str) -> tuple[pd.DataFrame, dict]:
     """The probes of many models as a method table: one row per configuration (mean ± sd over
-    seeds), one column per probe. ``values``: one row per (configuration, seed) (`ProbeResult.summary`
-    plus ``configuration`` and ``seed``). The meta holds every row's per-seed values and
-    ``paired_reference`` (so each configuration is compared with ``reference`` seed by seed), and
-    a ``claim`` of the paper's disentanglement (`DISENTANGLEMENT_CLAIMS`, the reference's seeds) where
-    its columns were measured.
+    worlds), one column per probe. ``values``: one row per (configuration, world) (`ProbeResult.summary`
+    plus ``configuration`` and ``seed``, the world). The meta holds every row's per-world values and
+    ``paired_reference`` (so each configuration is compared with ``reference`` world by world), and
+    a ``claim`` of the paper's disentanglement premise (`DISENTANGLEMENT_CLAIMS`, the reference's
+    worlds, equivalence margin `xtcdr.verdicts.MARGIN`) where its columns were measured.
     """
     from .report import method_table
+    from .verdicts import MARGIN, WORLDS
 
     rows, per_seed = [], {}
     for name, group in values.groupby("configuration", sort=False):
@@ -277,13 +279,13 @@ def probe_table(values: pd.DataFrame, columns: list[str], *, reference: str) -> 
     full = values[values["configuration"] == reference].sort_values("seed")
     claims = [{"claim": text, "paper": "Eqs. 1-2 and Fig. 1 (not measured in the paper)", "a": a, "b": b,
                "a_values": full[a].astype(float).tolist(), "b_values": full[b].astype(float).tolist(),
-               "holds_if": holds_if}
+               "holds_if": holds_if, "margin": MARGIN}
               for text, a, b, holds_if in DISENTANGLEMENT_CLAIMS
               if a in full and b in full and full[[a, b]].notna().all().all()]
     meta = {"per_seed": per_seed, "paired_reference": reference, "metrics": list(columns),
-            "varies": "training seeds", "seeds": sorted(values["seed"].unique().tolist())}
+            "varies": WORLDS, "seeds": sorted(values["seed"].unique().tolist())}
     if claims:
-        meta["claim"] = {"kind": "comparison", "rows": claims}
+        meta["claim"] = {"kind": "comparison", "rows": claims, "section": "premise", "order": "premise"}
     return method_table(rows, columns), meta
 
 

@@ -23,8 +23,8 @@ from pathlib import Path
 import pandas as pd
 
 from .paper import PAPER
-from .verdicts import (MARGIN, SCORE_WORDS, WORLDS, convergence_line, fmt, scoreboard, scoreboard_markdown,
-                       table_verdicts, verdict_markdown)
+from .verdicts import (MARGIN, SCORE_WORDS, WORLDS, best_row, convergence_line, fmt, scoreboard,
+                       scoreboard_markdown, table_verdicts, verdict_markdown)
 
 __all__ = ["reports_dir", "versions", "save_table", "save_figure", "load_tables", "markdown_table",
            "regime_sentences", "summary_values", "method_table", "wrap", "section_markdown",
@@ -315,7 +315,7 @@ def _report_section(meta: dict, df: pd.DataFrame, shown_training: set) -> list[s
     else:
         head = next((m for m in ("r2_deg", "mean_r2_deg") if m in metrics), verdict_metrics[0])
         baselines = df[df["kind"] == "baseline"]
-        strongest = str(baselines[head].astype(float).idxmax()) if not baselines.empty else None
+        strongest = best_row(baselines[head], head) if not baselines.empty else None
         found = {(v.method, v.other, v.metric): v
                  for v in table_verdicts(df, meta, list(dict.fromkeys([head, *verdict_metrics])))}
         for name in df.index[df["kind"] == "model"]:

@@ -12,10 +12,11 @@ import os
 import time
 from pathlib import Path
 
-__all__ = ["NOTEBOOK_DIR", "PLANS", "KERNELSPEC", "DATASET_NOTEBOOKS", "NOTEBOOK_ORDER", "plan",
-           "run_notebooks"]
+__all__ = ["NOTEBOOK_DIR", "SOLUTION_DIR", "PLANS", "KERNELSPEC", "DATASET_NOTEBOOKS", "NOTEBOOK_ORDER", "plan",
+           "notebook_jobs", "solution_jobs", "run_notebooks"]
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+SOLUTION_DIR = NOTEBOOK_DIR / "solutions"
 
 # (notebook stem, parameters) per profile. Each task's notebook runs on its own dataset.
 PLANS: dict[str, list[tuple[str, dict]]] = {
@@ -79,6 +80,49 @@ def plan(profile: str, dataset: str | None = None, only: list[str] | None = None
 
 # notebooks by decreasing running time (after the grid has trained every model)
 NOTEBOOK_ORDER = ["04", "07", "08", "05", "06", "03", "01", "02"]
+
+
+def _declared(path: Path, params: dict) -> dict:
+    """The parameters of ``params`` that the notebook at ``path`` declares in its parameters cell,
+    and its ``out_dir`` set to the report's folder when it declares one (``out_dir`` in ``params``)."""
+    import papermill as pm
+
+    declared = pm.inspect_notebook(str(path))
+    out = {k: v for k, v in params.items() if k in declared and k != "out_dir"}
+    if "out_dir" in declared and "out_dir" in params:  # relative to the notebooks' working directory
+        out["out_dir"] = os.path.relpath(params["out_dir"], path.parent)
+    return out
+
+
+def notebook_jobs(runs: list, out_dir: Path) -> list[tuple[str, dict, str, str]]:
+    """Papermill jobs ``(stem, parameters, name, target)`` for the runs of `plan`, the longest first
+    (so that side by side the last one to finish is short); executed copies go to
+    ``<out_dir>/notebooks/``."""
+    jobs = []
+    for stem, params, name in runs:
+        params = _declared(NOTEBOOK_DIR / f"{stem}.ipynb", {**params, "out_dir": str(out_dir)})
+        jobs.append((stem, params, name, str(out_dir / "notebooks" / f"{name}.ipynb")))
+    jobs.sort(key=lambda job: NOTEBOOK_ORDER.index(job[0][:2]) if job[0][:2] in NOTEBOOK_ORDER else 99)
+    return jobs
+
+
+def solution_jobs(runs: list, out_dir: Path) -> list[tuple[str, dict, str, str]]:
+    """Papermill jobs for the worked solutions of the notebooks in ``runs`` (one per notebook number,
+    with the run's profile and number of worlds when the solution declares them), executed into
+    ``<out_dir>/notebooks/solutions/`` after the notebooks, on the models the grid trained: their
+    asserts check each exercise's expectation on the converged models."""
+    jobs, seen = [], set()
+    for stem, params, _ in runs:
+        number = stem[:2]
+        path = SOLUTION_DIR / f"{number}_solutions.ipynb"
+        if number in seen or not path.exists():
+            continue
+        seen.add(number)
+        wanted = {k: v for k, v in params.items() if k in ("profile", "n_worlds")}
+        jobs.append((path.stem, _declared(path, wanted), path.stem,
+                     str(out_dir / "notebooks" / "solutions" / f"{path.stem}.ipynb")))
+    jobs.sort(key=lambda job: NOTEBOOK_ORDER.index(job[0][:2]) if job[0][:2] in NOTEBOOK_ORDER else 99)
+    return jobs
 
 
 def _execute(stem: str, params: dict, name: str, target: str, notebook_dir: str) -> tuple[str, str, float]:

@@ -34,7 +34,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-__all__ = ["MARGIN", "margin_for", "Interval", "interval", "worlds_needed", "VERDICT_WORDS", "SHORT",
+__all__ = ["MARGIN", "margin_for", "LOWER_IS_BETTER", "lower_is_better", "best_row", "Interval", "interval", "worlds_needed", "VERDICT_WORDS", "SHORT",
            "Verdict", "verdict", "table_verdicts", "verdict_markdown", "convergence_line", "SCORE_WORDS",
            "claim_verdict", "scoreboard", "scoreboard_markdown", "WORLDS", "fmt"]
 
@@ -42,6 +42,21 @@ __all__ = ["MARGIN", "margin_for", "Interval", "interval", "worlds_needed", "VER
 # a median oracle shortfall of 0.015 on development worlds, range 0.006-0.160: rounded up to 0.02).
 MARGIN = 0.02
 WORLDS = "worlds (twin draw, held-out set and training seed)"  # what a twin's seed varies
+
+
+LOWER_IS_BETTER = ("rank_", "edist")  # metrics where a smaller value is the better prediction
+
+
+def lower_is_better(metric: str) -> bool:
+    """Whether a smaller value of ``metric`` is better (the rank metric, distances)."""
+    return metric.removeprefix("mean_").removeprefix("median_").startswith(LOWER_IS_BETTER)
+
+
+def best_row(values: pd.Series, metric: str) -> str:
+    """The label of the best value of ``values`` on ``metric`` (the highest, or the lowest for
+    `lower_is_better` metrics): the *strongest* baseline of a table."""
+    values = values.astype(float)
+    return str(values.idxmin() if lower_is_better(metric) else values.idxmax())
 
 
 def margin_for(metric: str) -> float | None:
@@ -167,7 +182,8 @@ class Verdict:
             what = f"{self.interval()}, 95% t interval over {self.n} {self.varies}"
         else:
             what = f"{self.interval().split(' ')[0]}, one world: no interval"
-        text = f"{self.method} vs {self.other} on {self.metric}: {self.word} (difference {what}"
+        better = " (lower is better)" if lower_is_better(self.metric) else ""
+        text = f"{self.method} vs {self.other} on {self.metric}{better}: {self.word} (difference {what}"
         if self.margin is not None and self.word in (EQUIVALENT, MORE_WORLDS):
             text += f"; equivalence margin ±{self.margin:g}"
         text += ")"
@@ -213,9 +229,9 @@ def verdict(values, other, *, method: str = "model", other_name: str = "baseline
         word = LEARNING
     elif found.n < 2:
         word = ONE_WORLD
-    elif found.low > 0:
+    elif (found.high < 0) if lower_is_better(metric) else (found.low > 0):
         word = BEATS
-    elif found.high < 0:
+    elif (found.low > 0) if lower_is_better(metric) else (found.high < 0):
         word = LOSES
     elif margin is not None and -margin < found.low and found.high < margin:
         word = EQUIVALENT
@@ -263,7 +279,7 @@ def table_verdicts(df: pd.DataFrame, meta: dict, metrics: list[str] | None = Non
     models = list(df.index[df["kind"] == "model"])
     baselines = list(df.index[df["kind"] == "baseline"])
     reference = meta.get("paired_reference")
-    strongest = (str(df.loc[baselines, metrics[0]].astype(float).idxmax())
+    strongest = (best_row(df.loc[baselines, metrics[0]], metrics[0])
                  if baselines and metrics and metrics[0] in df.columns else None)
     out = []
     for m in models:
@@ -320,6 +336,9 @@ def convergence_line(meta: dict) -> str:
 
 
 # ----------------------------------------------------------------------------- the scoreboard
+# the scoreboard's second verdict metric, reported beside the claim (which holds on R^2 over DEGs):
+# the PerturBench rank of each prediction among the held-out perturbations (0 perfect, 0.5 chance)
+DISCRIMINATION = ("rank_all_delta", "mean_rank_all_delta")
 SCORE_WORDS = ("holds", "holds against control only", "equivalent", "does not hold", "inconclusive")
 
 
@@ -338,7 +357,7 @@ def claim_verdict(df: pd.DataFrame, meta: dict, metric: str) -> tuple[str, str, 
     if not models or baselines.empty or metric not in df.columns:
         return "inconclusive", "", None
     model = models[0]
-    strongest = str(baselines[metric].astype(float).idxmax())
+    strongest = best_row(baselines[metric], metric)
     found = {v.other: v for v in table_verdicts(df, meta, [metric]) if v.method == model}
     best = found[strongest]
     control = found.get("control")
@@ -357,6 +376,8 @@ def _paired_word(v: Verdict, holds_if: str) -> str:
     """Scoreboard word of a paired comparison whose claim holds when ``v.word`` is ``holds_if``."""
     if v.word in (MORE_WORLDS, ONE_WORLD, LEARNING):
         return "inconclusive"
+    if holds_if == "equivalent":
+        return "holds" if v.word == EQUIVALENT else "does not hold"
     if v.word == EQUIVALENT:
         return "equivalent"
     wanted = {"beats": BEATS, "loses": LOSES}[holds_if]
@@ -369,7 +390,8 @@ def scoreboard(tables: list[tuple[dict, pd.DataFrame]]) -> list[dict]:
     ``claim`` kinds: ``"model"`` (the model against the baselines, `claim_verdict`), ``"ablation"``
     (one row per configuration in ``claim['rows']``: removing the term should lower ``metric``,
     paired with the full model) and ``"comparison"`` (two columns of a probe table, per world:
-    ``claim['rows']`` holds ``a``, ``b``, ``holds_if`` "beats" or "loses"). Each row has a
+    ``claim['rows']`` holds ``a``, ``b``, ``holds_if`` "beats", "loses" or "equivalent", and the
+    ``margin``). Each row has a
     ``section`` (``claim['section']``: "paper" for the paper's claims, "premise" for our probes of
     its premise, "real" for real data) and the verdict.
     """
@@ -384,10 +406,16 @@ def scoreboard(tables: list[tuple[dict, pd.DataFrame]]) -> list[dict]:
         if kind == "model":
             word, strongest, best = claim_verdict(df, meta, metric)
             model = df.index[df["kind"] == "model"][0]
-            rows.append({**base, "claim": claim["claim"], "ours": fmt(df.loc[model], metric),
-                         "strongest baseline": f"{strongest} {df.loc[strongest, metric]:.3f}" if strongest else "",
-                         "difference": best.cell().split("** ", 1)[1] if best else "", "verdict": word,
-                         "n": best.n if best else 0})
+            row = {**base, "claim": claim["claim"], "ours": fmt(df.loc[model], metric),
+                   "strongest baseline": f"{strongest} {df.loc[strongest, metric]:.3f}" if strongest else "",
+                   "difference": best.cell().split("** ", 1)[1] if best else "", "verdict": word,
+                   "n": best.n if best else 0}
+            rank = claim.get("discrimination", next((m for m in DISCRIMINATION if m in df.columns), None))
+            if rank:  # the second verdict metric: can the model tell held-out perturbations apart?
+                _, against, v = claim_verdict(df, meta, rank)
+                row["discrimination"] = (f"{fmt(df.loc[model], rank)} vs {against} {df.loc[against, rank]:.3f}: "
+                                         f"{v.cell()}" if v is not None else "")
+            rows.append(row)
         elif kind == "ablation":
             reference = meta["paired_reference"]
             found = {(v.method, v.other): v for v in table_verdicts(df, meta, [metric])}
@@ -414,12 +442,17 @@ def scoreboard_markdown(rows: list[dict], real: dict | None = None) -> str:
     """The scoreboard as a markdown table. ``real``: the question a claim asks (its ``analog``, e.g.
     ``"cross-context"``) -> the real-data verdict cell, shown in a column of its own when given."""
     head = "| claim | paper's evidence | ours (model) | strongest baseline | model - it, 95% interval | verdict |"
+    discrimination = any(r.get("discrimination") for r in rows)
+    if discrimination:
+        head += " discrimination (rank of deltas, lower is better; vs the best baseline on it) |"
     if real is not None:
         head += " real data |"
-    lines = [head, "|---|---|---|---|---|---|" + ("---|" if real is not None else "")]
+    lines = [head, "|---|---|---|---|---|---|" + ("---|" if discrimination else "") + ("---|" if real is not None else "")]
     for r in rows:
         line = (f"| {r['claim']} | {r['paper']} | {r['ours']} | {r['strongest baseline']} | "
                 f"{r['difference']} | **{r['verdict']}** |")
+        if discrimination:
+            line += f" {r.get('discrimination', '')} |"
         if real is not None:
             line += f" {real.get(r.get('analog') or '-', '')} |"
         lines.append(line)

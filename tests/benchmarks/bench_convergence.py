@@ -46,24 +46,23 @@ DEV_WORLDS = (100, 101, 102)
 DATASETS = ("synthetic_drugs", "synthetic_drugs4", "synthetic_genes", "synthetic_combo")
 OUT = REPO / "reports" / "benchmarks"
 
-# The settings compared (overrides of the quick profile). "quick" is the profile as it stands.
+# The settings compared (overrides of the quick profile as it stands). "transfer_share_20" is the
+# transfer validation of the previous profile (20% of the eligible training perturbations).
 SETTINGS: dict[str, dict] = {
     "quick": {},
+    "transfer_share_20": {"data": {"transfer_share": 0.2}},
     "lr_2e-3": {"train": {"lr": 2e-3}},
     "batch_256": {"train": {"batch_size": 256}},
     "hidden_256": {"model": {"hidden": (256,)}},
-    "transfer_share_40": {"data": {"n_transfer_valid_share": 0.4}},
 }
 
 
 def _profile(setting: str):
     prof = get_profile("quick")
     over = SETTINGS[setting]
-    data = dict(over.get("data", {}))
-    share = data.pop("n_transfer_valid_share", None)
-    prof = replace(prof, data=replace(prof.data, **data), model=replace(prof.model, **over.get("model", {})),
+    return replace(prof, data=replace(prof.data, **over.get("data", {})),
+                   model=replace(prof.model, **over.get("model", {})),
                    train=replace(prof.train, **over.get("train", {})))
-    return prof, share
 
 
 def run_curve(dataset: str, world: int, setting: str, max_steps: int, data_dir: str) -> dict:
@@ -71,18 +70,12 @@ def run_curve(dataset: str, world: int, setting: str, max_steps: int, data_dir: 
     return its validation history (a worker process runs this)."""
     import warnings
 
-    from xtcdr import pairing, pipeline
+    from xtcdr import pipeline
     from xtcdr.model import XTransferCDR
     from xtcdr.train import fit, set_seed
 
-    prof, share = _profile(setting)
+    prof = _profile(setting)
     adata = pipeline.prepare(dataset, profile=prof, seed=world, data_dir=data_dir, verbose=False)
-    if share is not None:  # a larger transfer validation: redraw the split with more held back
-        singles = _shared_training_singles(adata)
-        n = max(3, int(round(share * len(singles))))
-        held_out = list(adata.uns["xtcdr"]["split"]["test_perturbations"])
-        pairing.assign_split(adata, n_transfer_valid=n, seed=world)  # prepare's call, n changed
-        assert list(adata.uns["xtcdr"]["split"]["test_perturbations"]) == held_out
     config = replace(prof.train, seed=world, max_steps=max_steps, min_steps=max_steps, patience=max_steps)
     set_seed(world)
     model = XTransferCDR(adata.n_vars, prof.model)
@@ -96,13 +89,6 @@ def run_curve(dataset: str, world: int, setting: str, max_steps: int, data_dir: 
     return {"dataset": dataset, "world": world, "setting": setting, "seconds": seconds,
             "seconds_per_step": seconds / max_steps, "n_transfer_valid": len(split.get("transfer_valid", [])),
             "history": history[keep].to_dict("list")}
-
-
-def _shared_training_singles(adata) -> list[str]:
-    obs = adata.obs
-    train = obs[(obs["split"].astype(str) != "test") & ~obs["is_control"].astype(bool)]
-    lines = train.groupby(train["perturbation"].astype(str), observed=True)["cell_type"].nunique()
-    return [p for p, n in lines.items() if n >= 2 and "+" not in p]
 
 
 # ------------------------------------------------------------------------------------- rules
@@ -256,7 +242,7 @@ def main(argv=None) -> int:
         for d in args.datasets:  # prepare each world once, before the workers
             from xtcdr import pipeline
             for w in args.worlds:
-                for s in {_profile(s)[0].data for s in args.settings}:
+                for s in {_profile(s).data for s in args.settings}:
                     pipeline.prepare(d, profile=replace(get_profile("quick"), data=s), seed=w,
                                      data_dir=args.data_dir, verbose=False)
         print(f"[convergence] {len(jobs)} curves to train, {args.workers} workers", flush=True)
