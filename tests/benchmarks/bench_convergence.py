@@ -214,7 +214,7 @@ def figure(curves: list[dict], path: Path, setting: str = "quick") -> None:
                 ax.set_ylim(low - 0.05 * (high - low), high)
         axes[0][j].legend(fontsize=7)
     fig.suptitle(f"Development worlds {list(DEV_WORLDS)}, setting '{setting}': validation signals only "
-                 "(thin: every validation; thick: mean of the last 5; grey: the old 500-step warm-up)", fontsize=9)
+                 "(thin: every validation; thick: mean of the last 5, what the transfer monitor reads; grey: the 500-step warm-up)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
