@@ -12,7 +12,6 @@ with its name and the failing cell's error.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
