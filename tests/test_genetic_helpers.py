@@ -218,3 +218,16 @@ def test_top_scores_long_table():
     stacked = {"m": pd.concat([per["m"].assign(world=0), per["m"].assign(world=1)])}
     with pytest.raises(ValueError, match="one world"):
         genetic.top_scores(stacked, ["c2"], ["r2_deg"])
+
+
+def test_rescore_takes_options_that_depend_on_the_world(monkeypatch):
+    ev = two_worlds(monkeypatch)
+    dropped = {0: ["g4"], 1: ["g0"]}                    # a gene set chosen per world
+    out = genetic.rescore(ev, labels=[MODEL], drop_genes="target",
+                          world_options=lambda w: {"drop_genes": lambda t: dropped[w.seed]})
+    for i, profile in ((0, MODEL_PROFILE), (1, MODEL_PROFILE + 0.25)):
+        adata, tasks = ev.worlds[i].adata, ev.worlds[i].tasks["within"]
+        expected = evaluate.evaluate_transfer(FixedPredictor(profile), adata, tasks=tasks, seed=i,
+                                              drop_genes=lambda t, i=i: dropped[i])
+        pd.testing.assert_frame_equal(out.runs["within"][MODEL][i], expected)
+    assert out.runs["within"][MODEL][0].loc[0, "n_degs"] == 3   # g4 is a DEG of world 0's task, g0 too

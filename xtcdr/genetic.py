@@ -247,22 +247,26 @@ def readout_per_world(readout: pd.DataFrame, column: str = "fall_predicted", sta
     return rows.pivot_table(index="world", columns="method", values=column, aggfunc=statistic, sort=False)
 
 
-def rescore(result: Evaluation, protocols=None, *, labels=None, **options) -> Evaluation:
+def rescore(result: Evaluation, protocols=None, *, labels=None, world_options: Callable | None = None,
+            **options) -> Evaluation:
     """Every world's model and baselines scored again on that world's tasks with other
     `evaluate_transfer` ``options`` (e.g. ``drop_genes="target"``).
 
     ``protocols``: those of ``result`` to rescore (default: all); ``labels``: the rows (default:
-    every row of each protocol, the oracle included; `world_predictors` rebuilds them). The
-    returned `Evaluation` has the same worlds, models, training summaries and kinds, so its
-    tables carry the same verdict machinery and convergence lines.
+    every row of each protocol, the oracle included; `world_predictors` rebuilds them);
+    ``world_options``: a function ``World -> dict`` of options that depend on the world (e.g.
+    genes chosen on its training cells), merged over ``options``. The returned `Evaluation` has
+    the same worlds, models, training summaries and kinds, so its tables carry the same verdict
+    machinery and convergence lines.
     """
     runs = {}
     for protocol in (list(protocols) if protocols is not None else list(result.runs)):
         runs[protocol] = {}
         for i, w in enumerate(result.worlds):
+            chosen = {**options, **(world_options(w) if world_options else {})}
             for label, predictor in world_predictors(result, i, protocol, labels).items():
                 runs[protocol].setdefault(label, []).append(
-                    evaluate_transfer(predictor, w.adata, tasks=w.tasks[protocol], seed=w.seed, **options))
+                    evaluate_transfer(predictor, w.adata, tasks=w.tasks[protocol], seed=w.seed, **chosen))
     kinds = {label: result.kinds[label] for by_label in runs.values() for label in by_label}
     return replace(result, runs=runs, kinds=kinds)
 
