@@ -3,37 +3,48 @@ beside `xtcdr.experiments`.
 
 A CRISPRi knockdown's profile has two parts: the targeted gene itself, whose fall is large and
 certain, and the downstream response. The target is usually the first DEG of its own knockdown,
-so how a method predicts that one gene weighs on the DEG metric. This module measures it:
+so how a method predicts that one gene weighs on the DEG metric. This module measures it on every
+world of an `xtcdr.experiments.Evaluation` (`xtcdr.experiments.evaluate_worlds`):
 
-- `knockdown_facts`: per held-out condition, the target's measured log2 fold change, its rank
-  among the condition's DEGs and the size of the whole response;
-- `target_readout`: per knockdown and method, the predicted against the observed log2 fold
-  change of the target, and the target's share of the method's squared error on the DEGs;
-- `rescore`: the same models and baselines scored again with other `evaluate_transfer` options
-  (``drop_genes="target"``: the DEG metrics without the knocked-down gene);
-- `for_line`: one evaluation restricted to one cell line (Table 3 has one block per line);
+- `knockdown_facts`: per held-out condition of one prepared dataset (one world), the target's
+  measured log2 fold change, its rank among the condition's DEGs and the size of the response;
+- `world_predictors`: one world's model and baselines as predictors (the baselines refitted on
+  that world's training cells, as `evaluate_worlds` fits them);
+- `readout_rows` / `target_readout`: per knockdown and method, the predicted against the observed
+  change of the target and the target's share of the method's squared error on the DEGs, for one
+  world's tasks / for every world of an evaluation (stacked with a ``world`` column);
+  `readout_summary` and `readout_per_world` summarise them;
+- `rescore`: every world's model and baselines scored again on that world's tasks with other
+  `evaluate_transfer` options (``drop_genes="target"``: the DEG metrics without the knocked-down
+  gene), as an `Evaluation` with the same worlds, models and training;
+- `for_line`: an evaluation restricted to one target cell line (Table 3 has one block per line);
 - `strongest`: the k knockdowns with the largest response (the paper's Figure 3c-d: "top 5%");
-- `line_probe`: does the perturbation code remember the cell line (cross-line transfer)?
+- `line_probe`: does the perturbation code remember the cell line (cross-line transfer), per world?
 
 Plot functions return a matplotlib Figure.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import replace
+from typing import Callable
 
 import numpy as np
 import pandas as pd
 
-from .evaluate import dense_float32, evaluate_transfer, target_positions, task_prediction
-from .experiments import BASELINE_LABELS, MODEL, Evaluation
+from .evaluate import ModelPredictor, dense_float32, evaluate_transfer, target_positions, task_prediction
+from .experiments import BASELINE_LABELS, MODEL, ORACLE, Evaluation
 
 __all__ = ["PAPER_TABLES", "TWIN_LINES", "paper_tables", "line_title", "for_line", "log2_fold_change",
-           "knockdown_facts", "target_readout", "readout_summary", "rescore", "strongest",
-           "top_scores", "line_probe", "plot_target_readout", "plot_per_knockdown", "plot_top_knockdowns"]
+           "knockdown_facts", "world_predictors", "readout_rows", "target_readout", "readout_summary",
+           "readout_per_world", "rescore", "strongest", "top_scores", "line_probe", "plot_target_readout",
+           "plot_per_knockdown", "plot_top_knockdowns"]
 
-# the baselines' row labels in every table (the model's is MODEL)
-CONTROL, SHIFT, TRAIN_MEAN = (BASELINE_LABELS[k] for k in ("control", "source_shift", "train_mean"))
-__all__ += ["CONTROL", "SHIFT", "TRAIN_MEAN", "MODEL"]
+# the baselines' row labels in every table (the model's is MODEL, the oracle's ORACLE)
+CONTROL, SHIFT, TRAIN_MEAN, LINEAR_TRANSFER, ADDITIVE_LINEAR = (
+    BASELINE_LABELS[k] for k in ("control", "source_shift", "train_mean", "linear_transfer", "additive_linear"))
+__all__ += ["CONTROL", "SHIFT", "TRAIN_MEAN", "LINEAR_TRANSFER", "ADDITIVE_LINEAR", "MODEL", "ORACLE"]
+_BASELINE_OF = {label: name for name, label in BASELINE_LABELS.items()}  # row label -> baseline name
 
 # the paper's Table 3 block printed beside each line of a dataset
 PAPER_TABLES = {"synthetic_genes": {"line_A": "Table 3 K562", "line_B": "Table 3 RPE-1"},
@@ -63,21 +74,11 @@ def line_title(dataset: str, line: str) -> str:
 
 
 def for_line(evaluation: Evaluation, line: str) -> Evaluation:
-    """The same evaluation restricted to the tasks whose target line is ``line``.
-
-    Every method keeps the same conditions; the trained models and their training summaries are
-    kept, so tables of one line carry the verdicts and the convergence of the full run.
-    """
-    def keep(df: pd.DataFrame) -> pd.DataFrame:
-        out = df[df["cell_type"].astype(str) == str(line)].reset_index(drop=True)
-        out.attrs.update(df.attrs)
-        return out
-
-    return Evaluation(
-        seeds=list(evaluation.seeds), kinds=dict(evaluation.kinds), model_label=evaluation.model_label,
-        model_runs={p: [keep(r) for r in runs] for p, runs in evaluation.model_runs.items()},
-        others={p: {k: keep(df) for k, df in d.items()} for p, d in evaluation.others.items()},
-        models=evaluation.models, training=evaluation.training, varies=evaluation.varies)
+    """The same evaluation restricted to the conditions whose target line is ``line``
+    (`Evaluation.restrict`): every method and world keeps the same conditions; the worlds, models
+    and training summaries stay, so a table of one line carries the verdicts and the convergence
+    of the full run."""
+    return evaluation.restrict(lambda df: df["cell_type"].astype(str) == str(line))
 
 
 def log2_fold_change(mean, control_mean):
@@ -91,11 +92,11 @@ def log2_fold_change(mean, control_mean):
 def knockdown_facts(adata, split: str = "test") -> pd.DataFrame:
     """Per condition of ``split`` (all its cells against the controls of its line): the target.
 
-    Columns: ``line``, ``knockdown``, ``target_in_genes`` (the targeted gene is a gene of the
-    data), ``target_log2fc``, ``n_degs`` (the condition's DEGs, ``uns['top_degs']``),
-    ``target_in_degs``, ``target_rank`` (1 = the first DEG; NaN when not a DEG) and ``shift``
-    (Euclidean distance of the condition's mean profile from its line's control mean, the size of
-    the whole response). Index: the condition.
+    One prepared dataset, i.e. one world. Columns: ``line``, ``knockdown``, ``target_in_genes``
+    (the targeted gene is a gene of the data), ``target_log2fc``, ``n_degs`` (the condition's
+    DEGs, ``uns['top_degs']``), ``target_in_degs``, ``target_rank`` (1 = the first DEG; NaN when
+    not a DEG) and ``shift`` (Euclidean distance of the condition's mean profile from its line's
+    control mean, the size of the whole response). Index: the condition.
     """
     X = dense_float32(adata.X)
     obs = adata.obs
@@ -121,13 +122,40 @@ def knockdown_facts(adata, split: str = "test") -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("condition")
 
 
-def target_readout(adata, tasks, predictors: dict) -> pd.DataFrame:
-    """How each method predicts the knocked-down gene itself, per task and method.
+def world_predictors(result: Evaluation, world: int, protocol: str, labels=None) -> dict:
+    """The rows of ``result`` on world number ``world`` (its index) as fitted predictors.
 
-    ``predictors``: label -> fitted `xtcdr.evaluate.Predictor` (or a list of them, one per
-    training seed: each gives one row with its position in ``seed``). For a task whose target is
-    among its scored DEGs (``task.deg_idx``, else ``uns['top_degs']``), with observed mean ``mu``
-    of the scored cells, control mean ``c`` and predicted mean ``m`` (`task_prediction`):
+    The model row is `xtcdr.evaluate.ModelPredictor` of ``result.model(world, protocol)`` (the
+    weights that protocol scores); a baseline row is refitted on the world's data
+    (`xtcdr.baselines.get_baseline`; the fits are deterministic, so they equal those
+    `evaluate_worlds` scored); the oracle row is the world's replicate
+    (`xtcdr.baselines.ReplicateOracle.from_synthetic`). ``labels``: the rows to build, in order
+    (default: every row of ``result.runs[protocol]``). Returns label -> predictor.
+    """
+    from .baselines import ReplicateOracle, get_baseline
+    from .pipeline import dataset_name
+
+    adata = result.worlds[world].adata
+    out = {}
+    for label in (list(labels) if labels is not None else list(result.runs[protocol])):
+        if label == result.model_label:
+            out[label] = ModelPredictor(result.model(world, protocol))
+        elif label == ORACLE:
+            out[label] = ReplicateOracle.from_synthetic(dataset_name(adata), adata).fit(adata)
+        elif label in _BASELINE_OF:
+            out[label] = get_baseline(_BASELINE_OF[label]).fit(adata)
+        else:
+            raise ValueError(f"no predictor for the row {label!r}: valid rows are the model "
+                             f"({result.model_label!r}), the baselines {sorted(_BASELINE_OF)} and {ORACLE!r}")
+    return out
+
+
+def readout_rows(adata, tasks, predictors: dict) -> pd.DataFrame:
+    """How each method predicts the knocked-down gene itself, per task and method (one world).
+
+    ``predictors``: label -> fitted `xtcdr.evaluate.Predictor`. For a task whose target is among
+    its scored DEGs (``task.deg_idx``, else ``uns['top_degs']``), with observed mean ``mu`` of the
+    scored cells, control mean ``c`` and predicted mean ``m`` (`task_prediction`):
 
     - ``observed_log2fc`` / ``predicted_log2fc``: the target's log2 fold change in ``mu`` and in
       ``m`` against ``c`` (`log2_fold_change`); ``read_log2fc`` the same in the cells the task
@@ -165,25 +193,41 @@ def target_readout(adata, tasks, predictors: dict) -> pd.DataFrame:
                 "observed_change": float(observed[t] - ctrl[t]),
                 "variance_share": float((centred[at] ** 2).sum() / (centred ** 2).sum())}
         for label, predictor in predictors.items():
-            for seed, p in enumerate(predictor if isinstance(predictor, (list, tuple)) else [predictor]):
-                predicted = task_prediction(p, X, task)
-                error = (observed[degs] - predicted[degs]) ** 2
-                change = float(predicted[t] - ctrl[t])
-                rows.append({**base, "method": label, "seed": seed if isinstance(predictor, (list, tuple)) else np.nan,
-                             "predicted_log2fc": float(log2_fold_change(predicted[t], ctrl[t])),
-                             "predicted_change": change,
-                             "fall_predicted": change / base["observed_change"] if base["observed_change"] else np.nan,
-                             "error_share": float(error[at].sum() / error.sum()) if error.sum() > 0 else np.nan})
+            predicted = task_prediction(predictor, X, task)
+            error = (observed[degs] - predicted[degs]) ** 2
+            change = float(predicted[t] - ctrl[t])
+            rows.append({**base, "method": label,
+                         "predicted_log2fc": float(log2_fold_change(predicted[t], ctrl[t])),
+                         "predicted_change": change,
+                         "fall_predicted": change / base["observed_change"] if base["observed_change"] else np.nan,
+                         "error_share": float(error[at].sum() / error.sum()) if error.sum() > 0 else np.nan})
     return pd.DataFrame(rows)
 
 
+def target_readout(result: Evaluation, protocol: str = "within", labels=None, *,
+                   extra: dict[str, Callable] | None = None) -> pd.DataFrame:
+    """`readout_rows` on every world of ``result``: each world's tasks of ``protocol``, its model
+    and baselines (`world_predictors` with ``labels``), stacked with a ``world`` column (the world
+    seed; a condition of world 1 is another knockdown draw than the same name in world 0).
+
+    ``extra``: label -> function ``model -> Predictor`` for further predictors built from each
+    world's model (e.g. its reconstruction of the read cells).
+    """
+    frames = []
+    for i, w in enumerate(result.worlds):
+        predictors = world_predictors(result, i, protocol, labels)
+        predictors.update({label: make(result.model(i, protocol)) for label, make in (extra or {}).items()})
+        frames.append(readout_rows(w.adata, w.tasks[protocol], predictors).assign(world=w.seed))
+    return pd.concat(frames, ignore_index=True)
+
+
 def readout_summary(readout: pd.DataFrame) -> pd.DataFrame:
-    """Per line and method: knockdowns, median observed and predicted target log2 fold change,
-    median share of the target's change predicted (``fall_predicted``), mean share of the DEG error
-    and of the DEG variance on the target (seeds first averaged per knockdown)."""
-    per_kd = readout.groupby(["line", "method", "condition"], sort=False).mean(numeric_only=True)
-    grouped = per_kd.groupby(level=["line", "method"], sort=False)
-    return pd.DataFrame({"knockdowns": grouped.size(),
+    """Per line and method, over the knockdowns of every world in ``readout``: how many (and in
+    how many worlds), the median observed and predicted target log2 fold change, the median share
+    of the target's change predicted (``fall_predicted``), the mean share of the DEG error and of
+    the DEG variance on the target."""
+    grouped = readout.groupby(["line", "method"], sort=False)
+    return pd.DataFrame({"knockdowns": grouped.size(), "worlds": grouped["world"].nunique(),
                          "observed log2fc (median)": grouped["observed_log2fc"].median(),
                          "predicted log2fc (median)": grouped["predicted_log2fc"].median(),
                          "share of the fall predicted (median)": grouped["fall_predicted"].median(),
@@ -191,21 +235,40 @@ def readout_summary(readout: pd.DataFrame) -> pd.DataFrame:
                          "target share of DEG variance (mean)": grouped["variance_share"].mean()})
 
 
-def rescore(result: Evaluation, adata, tasks: dict, predictors: dict, **options) -> Evaluation:
-    """The models of ``result`` and the fitted ``predictors`` (label -> baseline) scored again on
-    ``tasks`` (protocol -> list) with other `evaluate_transfer` ``options`` (e.g.
-    ``drop_genes="target"``). Models, training summaries and seeds are kept, so a table of the
-    result carries the same verdict machinery."""
-    from .evaluate import ModelPredictor
+def readout_per_world(readout: pd.DataFrame, column: str = "fall_predicted", statistic: str = "median",
+                      line: str | None = None) -> pd.DataFrame:
+    """One value per world and method: ``statistic`` (``"median"`` or ``"mean"``) of ``column``
+    over the world's knockdowns (of ``line`` only, when given). Rows: worlds in order; columns:
+    methods. What `xtcdr.verdicts.verdict` pairs, world by world."""
+    rows = readout if line is None else readout[readout["line"].astype(str) == str(line)]
+    if rows.empty:
+        raise ValueError(f"no readout rows{'' if line is None else f' of line {line!r}'}; lines: "
+                         f"{sorted(readout['line'].astype(str).unique())}")
+    return rows.pivot_table(index="world", columns="method", values=column, aggfunc=statistic, sort=False)
 
-    runs = {p: [evaluate_transfer(ModelPredictor(result.models[p][s]), adata, tasks=tasks[p], **options)
-                for s in result.seeds] for p in tasks}
-    others = {p: {label: evaluate_transfer(pr, adata, tasks=tasks[p], **options)
-                  for label, pr in predictors.items()} for p in tasks}
-    return Evaluation(seeds=list(result.seeds), model_runs=runs, others=others,
-                      kinds={label: result.kinds.get(label, "baseline") for label in predictors},
-                      models=result.models, training=result.training, model_label=result.model_label,
-                      varies=result.varies)
+
+def rescore(result: Evaluation, protocols=None, *, labels=None, world_options: Callable | None = None,
+            **options) -> Evaluation:
+    """Every world's model and baselines scored again on that world's tasks with other
+    `evaluate_transfer` ``options`` (e.g. ``drop_genes="target"``).
+
+    ``protocols``: those of ``result`` to rescore (default: all); ``labels``: the rows (default:
+    every row of each protocol, the oracle included; `world_predictors` rebuilds them);
+    ``world_options``: a function ``World -> dict`` of options that depend on the world (e.g.
+    genes chosen on its training cells), merged over ``options``. The returned `Evaluation` has
+    the same worlds, models, training summaries and kinds, so its tables carry the same verdict
+    machinery and convergence lines.
+    """
+    runs = {}
+    for protocol in (list(protocols) if protocols is not None else list(result.runs)):
+        runs[protocol] = {}
+        for i, w in enumerate(result.worlds):
+            chosen = {**options, **(world_options(w) if world_options else {})}
+            for label, predictor in world_predictors(result, i, protocol, labels).items():
+                runs[protocol].setdefault(label, []).append(
+                    evaluate_transfer(predictor, w.adata, tasks=w.tasks[protocol], seed=w.seed, **chosen))
+    kinds = {label: result.kinds[label] for by_label in runs.values() for label in by_label}
+    return replace(result, runs=runs, kinds=kinds)
 
 
 def strongest(facts: pd.DataFrame, line: str, share: float = 0.05, minimum: int = 2) -> tuple[list[str], int]:
@@ -224,9 +287,12 @@ def strongest(facts: pd.DataFrame, line: str, share: float = 0.05, minimum: int 
 def top_scores(per_condition: dict, conditions: list[str], metrics: list[str]) -> pd.DataFrame:
     """Long table of ``metrics`` for ``conditions``: columns condition, method, metric, value.
 
-    ``per_condition``: method -> per-condition table (`Evaluation.per_condition`)."""
+    ``per_condition``: method -> per-condition table of one world (`Evaluation.per_condition`
+    with ``world=``), so that a condition names one knockdown."""
     rows = []
     for method, df in per_condition.items():
+        if "world" in df and df["world"].nunique() > 1:
+            raise ValueError("top_scores needs the conditions of one world; pass per_condition(protocol, world=i)")
         indexed = df.set_index("condition")
         for c in conditions:
             for m in metrics:
@@ -234,35 +300,36 @@ def top_scores(per_condition: dict, conditions: list[str], metrics: list[str]) -
     return pd.DataFrame(rows)
 
 
-def line_probe(models: dict, adata, *, seed: int = 0) -> pd.DataFrame:
-    """Per trained model: accuracy of a linear probe that reads the cell line from the
-    perturbation code ``P = E_p(x)`` of the held-out knockdowns' cells, fitted on the perturbed
-    cells of training knockdowns (`xtcdr.probes.probe_codes`, probe ``"P, held-out
-    perturbations"``), and the chance level (always guessing the larger line)."""
+def line_probe(result: Evaluation, protocol: str = "cross") -> pd.DataFrame:
+    """Per world: accuracy of a linear probe that reads the cell line from the perturbation code
+    ``P = E_p(x)`` of the held-out knockdowns' cells, fitted on the perturbed cells of training
+    knockdowns (`xtcdr.probes.probe_codes`, probe ``"P, held-out perturbations"``, seeded by the
+    world), and the chance level (always guessing the larger line). The model of each world is
+    the one scored on ``protocol``. Index: the world seed."""
     from .probes import probe_codes
 
     rows = []
-    for key, model in models.items():
-        context = probe_codes(model, adata, seed=seed).context
+    for i, w in enumerate(result.worlds):
+        context = probe_codes(result.model(i, protocol), w.adata, seed=w.seed).context
         row = context.set_index("probe").loc["P, held-out perturbations"]
-        rows.append({"seed": key, "accuracy": float(row["accuracy"]), "chance": float(row["chance"])})
-    return pd.DataFrame(rows).set_index("seed")
+        rows.append({"world": w.seed, "accuracy": float(row["accuracy"]), "chance": float(row["chance"])})
+    return pd.DataFrame(rows).set_index("world")
 
 
 # ----------------------------------------------------------------------------- figures
 def plot_target_readout(readout: pd.DataFrame, methods: list[str], *, title: str | None = None):
     """Left: predicted against observed change of each knockdown's own target against the control
-    mean, on the log1p scale the metrics use (one marker per knockdown and method, seeds
-    averaged; the diagonal is a perfect prediction).
-    Right: the target's share of each method's squared error on the DEGs, per knockdown."""
+    mean, on the log1p scale the metrics use (one marker per knockdown of each world and method;
+    the diagonal is a perfect prediction).
+    Right: the target's share of each method's squared error on the DEGs, per knockdown of each
+    world (bar: the mean)."""
     import matplotlib.pyplot as plt
 
-    per_kd = readout.groupby(["method", "condition"], sort=False).mean(numeric_only=True).reset_index()
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.3), gridspec_kw={"width_ratios": [1, 1.1]})
     markers = ["o", "s", "^", "D", "v"]
-    lo = float(min(per_kd["observed_change"].min(), per_kd["predicted_change"].min(), 0)) * 1.08 - 0.05
+    lo = float(min(readout["observed_change"].min(), readout["predicted_change"].min(), 0)) * 1.08 - 0.05
     for i, method in enumerate(methods):
-        rows = per_kd[per_kd["method"] == method]
+        rows = readout[readout["method"] == method]
         ax.scatter(rows["observed_change"], rows["predicted_change"], s=26, marker=markers[i % 5],
                    color=f"C{i}", label=method, alpha=0.8, edgecolors="white", linewidths=0.4)
         values = rows["error_share"].to_numpy(float)
@@ -282,7 +349,7 @@ def plot_target_readout(readout: pd.DataFrame, methods: list[str], *, title: str
     bx.set_xticklabels(methods, rotation=20, ha="right", fontsize=9)
     bx.set_ylim(-0.02, 1.02)
     bx.set_ylabel("target's share of the squared error on DEGs")
-    bx.set_title("one dot per knockdown; bar: mean", fontsize=10)
+    bx.set_title("one dot per knockdown and world; bar: mean", fontsize=10)
     bx.grid(axis="y", alpha=0.3)
     if title:
         fig.suptitle(title, fontsize=11)
@@ -293,7 +360,9 @@ def plot_target_readout(readout: pd.DataFrame, methods: list[str], *, title: str
 def plot_per_knockdown(per_line: dict, metrics: list[str], methods: list[str], *, title: str | None = None,
                        floor: float = -1.0):
     """Figure 3a-b analog: one panel per (line, metric), one box of per-knockdown scores per
-    method; panels of the same metric share their y axis. Values below ``floor`` are drawn at it.
+    method (one point per row of the per-condition tables: with every world stacked, one per
+    knockdown of each world); panels of the same metric share their y axis. Values below
+    ``floor`` are drawn at it.
 
     ``per_line``: line -> {method: per-condition table}."""
     import matplotlib.pyplot as plt
