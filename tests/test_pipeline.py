@@ -179,11 +179,11 @@ def test_plan_names_repeated_notebooks_by_dataset(tmp_path):
     assert sum(stem == "04_sciplex_evaluation" for stem, *_ in runs) == 1
 
 
-def test_plan_only_and_seeds(tmp_path):
+def test_plan_only_and_worlds(tmp_path):
     folder = _notebooks(tmp_path, ["01_data_and_pairing", "03_training", "07_ablations"])
-    runs = cli.plan("quick", only=["03", "07"], seeds=3, notebook_dir=folder)
+    runs = cli.plan("quick", only=["03", "07"], worlds=5, notebook_dir=folder)
     assert [stem for stem, *_ in runs] == ["03_training", "07_ablations"]
-    assert all(params["n_seeds"] == 3 for _, params, _ in runs)
+    assert all(params["n_worlds"] == 5 for _, params, _ in runs)
 
 
 def test_plan_of_the_repository_runs_notebook_01():
