@@ -200,3 +200,198 @@ def test_variant_names_and_their_trainings():
         transfer.variant_names("paper,no such variant")
     trainings = transfer.variant_training("paper,control offset swap,cross-line pairs")
     assert trainings == [{}, {"weights": {"cross_line": 1.0}}]   # the swap reuses the paper's model
+
+
+def test_every_run_trains_the_paper_model_first():
+    assert transfer.variant_training("cross-line pairs") == [{}, {"weights": {"cross_line": 1.0}}]
+
+
+# ----------------------------------------------------------------------------- the notebook's helpers
+# The tasks that have a source, the teaching curve's development world, verdicts over worlds (a rank
+# read the right way round), the sentences printed from them, the per-condition gains and their
+# figure, and what notebooks 04 and 05 saved.
+import warnings  # noqa: E402
+
+from xtcdr.evaluate import transfer_tasks as evaluate_transfer_tasks  # noqa: E402
+from xtcdr.experiments import MODEL, Evaluation, World  # noqa: E402
+
+
+def _two_lines(seed=0):
+    """Lines A and B with controls; held-out d1 in both lines, d2 in line A only; d3 trains in both."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for line in ("A", "B"):
+        rows += [{"cell_type": line, "perturbation": "control", "is_control": True, "split": "train"}] * 8
+        rows += [{"cell_type": line, "perturbation": "d3", "is_control": False, "split": "train"}] * 6
+        rows += [{"cell_type": line, "perturbation": "d1", "is_control": False, "split": "test"}] * 6
+    rows += [{"cell_type": "A", "perturbation": "d2", "is_control": False, "split": "test"}] * 6
+    obs = pd.DataFrame(rows)
+    obs["condition"] = obs["cell_type"] + "_" + obs["perturbation"]
+    obs.index = [f"c{i}" for i in range(len(obs))]
+    return ad.AnnData(rng.gamma(2.0, 1.0, size=(len(obs), G)).astype(np.float32), obs=obs)
+
+
+def test_context_tasks_read_the_conditions_that_have_a_source_without_a_warning():
+    adata = _two_lines()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing is skipped, so nothing warns
+        tasks = transfer.context_tasks("cross", "within")(adata, 3)
+        alone = transfer.one_context_conditions(adata, world=3)
+    assert alone == ["A_d2"]
+    # the plain cross-context reading builds the same tasks, and warns about the condition it skips
+    with pytest.warns(UserWarning, match="skipped 1 condition"):
+        plain = evaluate_transfer_tasks(adata, split="test", protocol="cross", seed=3)
+    assert [t.condition for t in tasks["cross"]] == [t.condition for t in plain] == ["A_d1", "B_d1"]
+    for mine, ref in zip(tasks["cross"], plain):
+        np.testing.assert_array_equal(mine.target_idx, ref.target_idx)
+        assert [s.context for s in mine.sources] == [s.context for s in ref.sources]
+    # the within-context reading scores the same conditions, halves seeded by the world
+    assert [t.condition for t in tasks["within"]] == ["A_d1", "B_d1"]
+    halves = evaluate_transfer_tasks(adata, split="test", protocol="within", seed=3)
+    np.testing.assert_array_equal(tasks["within"][0].target_idx, halves[0].target_idx)
+    with pytest.raises(ValueError, match="'cross' and 'within'"):
+        transfer.context_tasks("combination")
+
+
+def test_the_teaching_curve_refuses_a_reported_world():
+    adata = _two_lines()
+    adata.uns["xtcdr"] = {"prepare_seed": 0}
+    with pytest.raises(ValueError, match="development world"):
+        transfer.teaching_curve(adata)
+    assert 100 in transfer.DEVELOPMENT_WORLDS and 0 not in transfer.DEVELOPMENT_WORLDS
+
+
+def test_evaluate_variants_needs_the_paper_model_on_the_same_worlds():
+    paper = Evaluation(worlds=[World(0, 0, None, {})])
+    with pytest.raises(ValueError, match="same worlds"):
+        transfer.evaluate_variants("synthetic_genes", ["paper"], worlds=[0, 1], paper=paper)
+
+
+PAPER_ROW, VARIANT_ROW = transfer.variant_label("paper"), transfer.variant_label("cross-line pairs")
+PER_WORLD = {PAPER_ROW: {"r2_deg": [0.10, 0.20, 0.15], "rank_all_delta": [0.30, 0.28, 0.31]},
+             VARIANT_ROW: {"r2_deg": [0.30, 0.45, 0.32], "rank_all_delta": [0.12, 0.10, 0.11]},
+             "source shift": {"r2_deg": [0.50, 0.60, 0.58], "rank_all_delta": [0.20, 0.25, 0.15]},
+             "linear transfer": {"r2_deg": [0.40, 0.30, 0.35], "rank_all_delta": [0.02, 0.01, 0.02]}}
+
+
+def _variants_table(per_world=PER_WORLD, converged=True):
+    kinds = {PAPER_ROW: "model", VARIANT_ROW: "model", "source shift": "baseline", "linear transfer": "baseline"}
+    df = pd.DataFrame({m: {k: np.mean(v) for k, v in per_world[m].items()} for m in kinds}).T
+    df.insert(0, "kind", pd.Series(kinds))
+    training = {m: {"converged": [converged] * 3} for m in (PAPER_ROW, VARIANT_ROW)}
+    return df, {"per_seed": per_world, "paired_reference": PAPER_ROW, "training": training, "varies": "worlds"}
+
+
+def _hand_interval(differences):
+    from scipy import stats
+
+    d = np.asarray(differences, float)
+    half = stats.t.ppf(0.975, d.size - 1) * d.std(ddof=1) / np.sqrt(d.size)
+    return d.mean() - half, d.mean() + half
+
+
+def test_variant_verdicts_pair_by_world_and_read_a_rank_the_right_way_round():
+    df, meta = _variants_table()
+    found = {(v.method, v.other, v.metric.split(" ")[0]): v
+             for v in transfer.variant_verdicts(df, meta, ["r2_deg", "rank_all_delta"])}
+    # R^2: the strongest baseline is the highest mean; the variant is paired with the paper model world by world
+    assert transfer.strongest_baseline(df, "r2_deg") == "source shift"
+    v = found[(VARIANT_ROW, PAPER_ROW, "r2_deg")]
+    low, high = _hand_interval(np.subtract(PER_WORLD[VARIANT_ROW]["r2_deg"], PER_WORLD[PAPER_ROW]["r2_deg"]))
+    assert (v.low, v.high) == pytest.approx((low, high)) and low > 0 and v.word == "beats"
+    assert found[(VARIANT_ROW, "source shift", "r2_deg")].word == "loses to"
+    assert found[(PAPER_ROW, "source shift", "r2_deg")].word == "loses to"
+    assert (PAPER_ROW, PAPER_ROW, "r2_deg") not in found
+    # rank: the strongest baseline is the lowest mean, and a lower rank "beats"
+    assert transfer.strongest_baseline(df, "rank_all_delta") == "linear transfer"
+    r = found[(VARIANT_ROW, PAPER_ROW, "rank_all_delta")]
+    low, high = _hand_interval(np.subtract(PER_WORLD[PAPER_ROW]["rank_all_delta"], PER_WORLD[VARIANT_ROW]["rank_all_delta"]))
+    assert (r.low, r.high) == pytest.approx((low, high)) and r.word == "beats" and r.margin is None
+    assert "lower is better" in r.metric
+    assert found[(VARIANT_ROW, "linear transfer", "rank_all_delta")].word == "loses to"
+    table = transfer.verdict_rows(df, meta, ["r2_deg", "rank_all_delta"])
+    assert "| cross-line pairs | paper model | **beats**" in table and "(linear transfer)" in table
+
+
+def test_conclusions_name_who_beats_whom_from_the_verdicts():
+    df, meta = _variants_table()
+    c = transfer.conclusions(df, meta, "r2_deg", task="demo")
+    assert c["strongest"] == "source shift" and c["beat_paper"] == ["cross-line pairs"] and c["beat_baseline"] == []
+    assert c["title"] == ("Transfer to a new context (demo, r2_deg over 3 worlds): no configuration beats the "
+                          "strongest baseline, the source shift; cross-line pairs beats the paper model")
+    assert c["lines"][0].startswith("The paper model loses to the source shift (")
+    assert c["lines"][1].startswith("cross-line pairs beats the paper model (")
+    capped = transfer.conclusions(*_variants_table(converged=False), "r2_deg")
+    assert capped["beat_paper"] == [] and "still learning" in capped["title"]
+    # a remedy whose differences spread both ways: counted as open, not as a loss
+    spread = {**PER_WORLD, VARIANT_ROW: {**PER_WORLD[VARIANT_ROW], "r2_deg": [0.10, 0.60, 0.00]}}
+    wide = transfer.conclusions(*_variants_table(spread), "r2_deg")
+    assert wide["title"].endswith("no configuration beats the strongest baseline, the source shift (1 of 2 inconclusive: "
+                                  "more worlds needed); no remedy beats the paper model (1 of 1 inconclusive: more worlds needed)")
+    assert "cross-line pairs is inconclusive against the paper model (more worlds needed) (" in wide["lines"][1]
+
+
+def _evaluation(label, scores):
+    """An Evaluation of one model on worlds 0 and 1 from {world: {condition: r2_deg}}."""
+    runs = [pd.DataFrame({"condition": list(c), "cell_type": [n.rsplit("_", 1)[0] for n in c],
+                          "perturbation": [n.rsplit("_", 1)[1] for n in c], "r2_deg": list(c.values())})
+            for c in scores.values()]
+    return Evaluation(worlds=[World(s, s, None, {}) for s in scores], runs={"cross": {label: runs}}, model_label=label)
+
+
+def test_condition_gains_pair_each_condition_of_each_world():
+    paper = _evaluation(PAPER_ROW, {0: {"line_A_g1": 0.1, "line_B_g1": -1.0}, 1: {"line_A_g1": 0.5, "line_B_g2": 0.2}})
+    # the same names in another order: rows are matched on (world, condition), not on position
+    variant = _evaluation(VARIANT_ROW, {0: {"line_B_g1": 0.2, "line_A_g1": 0.2}, 1: {"line_B_g2": 0.1, "line_A_g1": 0.5}})
+    gains = transfer.condition_gains({"paper": paper, "cross-line pairs": variant})
+    got = gains.set_index(["world", "condition"])["gain"]
+    assert got.to_dict() == pytest.approx({(0, "line_A_g1"): 0.1, (0, "line_B_g1"): 1.2, (1, "line_A_g1"): 0.0,
+                                           (1, "line_B_g2"): -0.1})
+    assert gains.set_index(["world", "condition"]).loc[(0, "line_B_g1"), "reference"] == -1.0
+    text = transfer.gain_sentences(gains)[0]
+    # summed gain 1.2; the top condition (+1.2) is all of it, and without it the mean is 0.0 / 3
+    assert "mean gain in r2_deg +0.300 over 4 conditions of 2 worlds (median +0.050; 2 of 4 above zero)" in text
+    assert ("B:g1 w0 (+1.200, where the paper model scored -1.000), carries 100% of the summed gain; "
+            "without it the mean gain is +0.000") in text
+    with pytest.raises(ValueError, match="no variant"):
+        transfer.condition_gains({"paper": paper})
+
+
+def test_gain_sentences_when_the_top_condition_outweighs_the_rest():
+    gains = pd.DataFrame({"variant": "v", "world": [0, 0, 1], "condition": ["a", "b", "c"], "cell_type": "line_A",
+                          "perturbation": ["a", "b", "c"], "reference": [0.0, 0.5, 0.9], "score": 0.0,
+                          "gain": [0.4, -0.1, -0.4]})
+    text = transfer.gain_sentences(gains)[0]
+    assert "is larger than the summed gain: the other 2 conditions sum to -0.500 (mean -0.250)" in text
+    assert "Rank correlation of the gain with the paper model's own score: -1.00" in text
+
+
+def test_plot_gains_labels_every_condition_and_draws_the_median():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    gains = pd.DataFrame({"variant": ["v1"] * 3 + ["v2"] * 3, "world": [0, 0, 1] * 2, "condition": list("abcabc"),
+                          "cell_type": "line_A", "perturbation": list("abcabc"), "reference": [0.1, 0.2, 0.3] * 2,
+                          "score": 0.0, "gain": [0.1, 0.5, -0.2, 0.0, 0.3, 0.6]})
+    fig = transfer.plot_gains(gains)
+    assert [ax.get_title() for ax in fig.axes] == ["v1", "v2"]
+    for ax, median in zip(fig.axes, (0.1, 0.3)):
+        assert len(ax.texts) == 3                       # one label per condition
+        assert any(np.allclose(line.get_ydata(), median) for line in ax.get_lines())
+        assert any(t.get_text().startswith("median gain") for t in ax.get_legend().get_texts())
+
+
+def test_earlier_readings_print_the_saved_cross_context_verdicts(tmp_path):
+    from xtcdr.report import save_table
+
+    df = pd.DataFrame({"kind": ["model", "baseline"], "r2_deg": [0.4, 0.6]}, index=[MODEL, "source shift"])
+    meta = {"protocol_short": "cross-context transfer", "title": "knockdowns across lines", "varies": "worlds",
+            "per_seed": {MODEL: {"r2_deg": [0.3, 0.41, 0.49]}, "source shift": {"r2_deg": [0.5, 0.6, 0.7]}},
+            "metrics": ["r2_all", "r2_deg"]}
+    save_table(df, "table3_demo_cross_line", meta=meta, out_dir=tmp_path)
+    save_table(df, "table3_demo_line_A", meta=meta | {"protocol_short": "within-context reading"}, out_dir=tmp_path)
+    save_table(df, "08_variants_demo", meta=meta, out_dir=tmp_path)
+    lines = transfer.earlier_readings(tmp_path)
+    assert len(lines) == 1 and lines[0].startswith("Notebook 05, knockdowns across lines (`table3_demo_cross_line`")
+    assert "the model loses to the source shift (-0.200 [" in lines[0] and "on r2_deg, over 3 worlds" in lines[0]
+    assert transfer.earlier_readings(tmp_path / "empty") == []
