@@ -16,7 +16,8 @@ call of `xtcdr.experiments`, each over every world:
   with every row's per-world values (verdicts paired by world);
 - `additive_noise`, `residual_energy` / `world_energy`: how much of what additivity misses is
   sampling noise; `room_verdicts` / `room_sentence`: whether a systematic part is left over;
-- `plot_residuals_on_degs`: the figure of the residual verdict, on the DEGs, with the noise floor;
+- `distances_on_degs`, `residual_example`, `plot_residuals_on_degs`: the figure of the residual
+  verdict, on the DEGs, with the noise floor;
 - `control_code_offset`, `figure_double`, `fifth_loss_facts`: the rest of the notebook.
 """
 from __future__ import annotations
@@ -170,18 +171,16 @@ def group_evaluations(result: Evaluation, groups: list[dict[str, list[str]]]) ->
     if len(groups) != len(result.worlds):
         raise ValueError(f"group_evaluations needs one group dict per world: got {len(groups)} for "
                          f"{len(result.worlds)} worlds (use world_groups(result))")
-    names = list(dict.fromkeys(name for g in groups for name in g))
+    def cut(df, keep):
+        kept = df[df["perturbation"].astype(str).isin(keep).to_numpy()].reset_index(drop=True)
+        kept.attrs.update(df.attrs)
+        return kept
+
     out = {}
-    for name in names:
+    for name in dict.fromkeys(name for g in groups for name in g):
         members = [{str(p) for p in g.get(name, [])} for g in groups]
         if not any(members):
             continue
-
-        def cut(df, keep):
-            kept = df[df["perturbation"].astype(str).isin(keep).to_numpy()].reset_index(drop=True)
-            kept.attrs.update(df.attrs)
-            return kept
-
         runs = {p: {label: [cut(df, members[i]) for i, df in enumerate(dfs)] for label, dfs in by_label.items()}
                 for p, by_label in result.runs.items()}
         out[name] = replace(result, runs=runs)
