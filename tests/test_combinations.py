@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from xtcdr import baselines, evaluate, experiments, losses, pairing, synthetic
+from xtcdr import baselines, combinations, evaluate, experiments, losses, pairing, synthetic
 from xtcdr.config import LossWeights, ModelConfig, TrainConfig
 from xtcdr.model import XTransferCDR
 from xtcdr import train as train_module
@@ -107,45 +107,49 @@ def test_partial_doubles_rule_keeps_training_doubles_apart_from_held_out_ones():
 
 def test_interaction_groups_follow_the_truth(adata, tasks):
     doubles = [t.perturbation for t in tasks]
-    groups = experiments.interaction_groups(adata, doubles)
+    groups = combinations.interaction_groups(adata, doubles)
     truth = set(adata.uns["truth"]["interacting"])
     assert len(truth) == SMALL["n_interacting"]
     assert set(groups["interacting"]) == truth
     assert set(groups["additive"]) == set(doubles) - truth
     # names match in either order of the singles
     swapped = ["+".join(reversed(d.split("+"))) for d in doubles]
-    assert len(experiments.interaction_groups(adata, swapped)["interacting"]) == len(truth)
+    assert len(combinations.interaction_groups(adata, swapped)["interacting"]) == len(truth)
     no_truth = adata.copy()
     del no_truth.uns["truth"]
     with pytest.raises(KeyError, match="truth"):
-        experiments.interaction_groups(no_truth, doubles)
+        combinations.interaction_groups(no_truth, doubles)
 
 
 def test_subset_and_residuals_use_the_given_groups(adata, tasks):
     X = np.asarray(adata.X, dtype=np.float32)
     additive = baselines.AdditiveBaseline().fit(adata)
     control = baselines.ControlBaseline().fit(adata)
-    table = evaluate.evaluate_transfer(control, adata, tasks=tasks)
-    ev = experiments.Evaluation(seeds=[0], model_runs={"combination": [table]},
-                                others={"combination": {"additive": evaluate.evaluate_transfer(additive, adata, tasks=tasks)}},
-                                kinds={"additive": "baseline"})
-    keep = experiments.interaction_groups(adata, [t.perturbation for t in tasks])["interacting"]
-    sub = experiments.subset(ev, keep)
-    assert set(sub.model_runs["combination"][0]["perturbation"]) == set(keep)
-    assert set(sub.others["combination"]["additive"]["perturbation"]) == set(keep)
+    ev = experiments.Evaluation(
+        worlds=[experiments.World(0, 0, adata, {"combination": tasks})],
+        runs={"combination": {experiments.MODEL: [evaluate.evaluate_transfer(control, adata, tasks=tasks)],
+                              "additive": [evaluate.evaluate_transfer(additive, adata, tasks=tasks)]}},
+        kinds={experiments.MODEL: "model", "additive": "baseline"})
+    keep = combinations.interaction_groups(adata, [t.perturbation for t in tasks])["interacting"]
+    sub = combinations.subset(ev, keep)
+    assert set(sub.runs["combination"][experiments.MODEL][0]["perturbation"]) == set(keep)
+    assert set(sub.runs["combination"]["additive"][0]["perturbation"]) == set(keep)
+    assert len(ev.runs["combination"]["additive"][0]) == len(tasks)  # the original is untouched
     # residuals by hand: reference = observed mean, predictor = control
-    res = experiments.interaction_residuals(adata, tasks, {"control": control, "additive": additive},
-                                            additive=additive, reference=_Observed())
-    default = experiments.interaction_residuals(adata, tasks, {"control": control}, additive=additive)
+    res = combinations.interaction_residuals(adata, tasks, {"control": control, "additive": additive},
+                                             additive=additive, reference=_Observed())
+    default = combinations.interaction_residuals(adata, tasks, {"control": control}, additive=additive)
     np.testing.assert_allclose(default.residual_r2, res[res.method == "control"].residual_r2.to_numpy())
     task = tasks[0]
     base = additive.predict(X, task, task.sources[0])
     true_res = X[task.target_idx].mean(0) - base
     pred_res = X[task.control_idx].mean(0) - base
+    degs = evaluate._deg_positions(adata, task.condition)
     row = res[(res.method == "control") & (res.condition == task.condition)].iloc[0]
     assert row.residual_pcc == pytest.approx(np.corrcoef(true_res, pred_res)[0, 1], rel=1e-5)
     expected_r2 = 1 - np.sum((true_res - pred_res) ** 2) / np.sum(true_res ** 2)
     assert row.residual_r2 == pytest.approx(expected_r2, rel=1e-5)
+    assert row.true_norm_deg == pytest.approx(np.linalg.norm(true_res[degs]), rel=1e-5)
     add_rows = res[res.method == "additive"]
     assert (add_rows.residual_r2 == 0).all() and add_rows.residual_pcc.isna().all()
 
@@ -219,8 +223,11 @@ def test_additive_noise_is_the_sum_of_the_variances_of_the_means(adata, tasks):
     rng = np.random.default_rng(0)
     ref = rng.normal(size=(7, X.shape[1]))
     by_hand = sum((X[r].var(0, ddof=1) / len(r)).sum() for r in (task.control_idx, ra, rb))
-    assert experiments.additive_noise(X, task) == pytest.approx(by_hand)
-    assert experiments.additive_noise(X, task, ref) == pytest.approx(by_hand + (ref.var(0, ddof=1) / 7).sum())
+    assert combinations.additive_noise(X, task) == pytest.approx(by_hand)
+    assert combinations.additive_noise(X, task, ref) == pytest.approx(by_hand + (ref.var(0, ddof=1) / 7).sum())
     genes = np.array([1, 4, 5])
     sub = sum((X[r][:, genes].var(0, ddof=1) / len(r)).sum() for r in (task.control_idx, ra, rb))
-    assert experiments.additive_noise(X, task, genes=genes) == pytest.approx(sub)
+    assert combinations.additive_noise(X, task, genes=genes) == pytest.approx(sub)
+    per_gene = combinations.additive_noise(X, task, ref, genes=genes, per_gene=True)
+    assert per_gene.shape == (3,) and per_gene.sum() == pytest.approx(
+        combinations.additive_noise(X, task, ref, genes=genes))
