@@ -32,18 +32,19 @@ def data_dir(tmp_path_factory):
 
 
 def test_plan_lists_the_trainings_of_a_small_replication_with_their_cache_keys(data_dir):
-    plan = grid.plan("quick", ["04"], seeds=1, dataset="synthetic_drugs", data_dir=data_dir)
+    plan = grid.plan("quick", ["04"], worlds=2, dataset="synthetic_drugs", data_dir=data_dir)
     labels = [t.label() for t in plan]
-    assert labels[0] == "synthetic_drugs, seed 0"
-    assert sum("test_rule=random" in lab for lab in labels) == 3       # robustness: three split seeds
-    assert sum("hvg_cells=non_test" in lab for lab in labels) == 1     # gene selection, seed 0
+    assert labels[:2] == ["synthetic_drugs, world 0", "synthetic_drugs, world 1"]
+    assert sum("training seed" in lab for lab in labels) == 2          # section 3b: seeds 1 and 2 on world 0
+    assert sum("test_rule=random" in lab for lab in labels) == 2       # the random rule on the same worlds
+    assert sum("hvg_cells=non_test" in lab for lab in labels) == 1     # gene selection, world 0
     assert len(set(plan)) == len(plan)
-    # the key is the one notebook 04 computes through train_or_load
-    adata = pipeline.prepare("synthetic_drugs", profile="quick", seed=0, data_dir=data_dir, verbose=False)
-    assert plan[0].checkpoint_dir(adata, data_dir) == pipeline.checkpoint_dir(adata, profile="quick", seed=0,
+    # the key is the one notebook 04 computes through train_or_load, on world 1's own draw
+    adata = pipeline.prepare("synthetic_drugs", profile="quick", seed=1, data_dir=data_dir, verbose=False)
+    assert plan[1].checkpoint_dir(adata, data_dir) == pipeline.checkpoint_dir(adata, profile="quick", seed=1,
                                                                              data_dir=data_dir)
-    both = grid.plan("quick", ["04", "07"], seeds=1, dataset="synthetic_drugs", data_dir=data_dir)
-    shared = [t for t in both if t.label() == "synthetic_drugs, seed 0"]
+    both = grid.plan("quick", ["04", "07"], worlds=2, dataset="synthetic_drugs", data_dir=data_dir)
+    shared = [t for t in both if t.label() == "synthetic_drugs, world 1"]
     assert len(shared) == 1 and shared[0].notebooks == ("04_sciplex_evaluation", "07_ablations")
 
 

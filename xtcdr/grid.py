@@ -159,8 +159,8 @@ def notebook_trainings(stem: str, params: dict) -> list[Training]:
         for t in range(1, int(params.get("training_seeds", 0))):  # what training alone varies, world 0
             add(seed=t, prepare_seed=0)
         k = params.get("_k")  # the random rule holds out as many drugs as the paper rule
-        for s in range(int(params.get("random_rule_worlds", 0))):
-            add(seed=s, prepare_seed=s, data={"test_rule": "random", "n_test": k})
+        if params.get("random_rule"):
+            add_worlds(data={"test_rule": "random", "n_test": k})
         if params.get("compare_gene_selection"):
             add(seed=0, prepare_seed=0, data={"hvg_cells": "non_test"})
     elif number in ("05", "06"):
@@ -202,7 +202,7 @@ def plan(profile: str = "quick", notebooks: list[str] | None = None, worlds: int
     merged: dict[Training, set] = {}
     for stem, params, _ in replicate_plan(profile, dataset, notebooks, worlds):
         params = notebook_parameters(stem, params)
-        if stem.startswith("04") and params.get("random_rule_worlds"):
+        if stem.startswith("04") and params.get("random_rule"):
             adata = Training.make(params["dataset"], profile=profile).prepare(data_dir)
             params["_k"] = int(adata.uns["xtcdr"]["split"]["k"])
         for t in notebook_trainings(stem, params):

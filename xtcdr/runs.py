@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 __all__ = ["NOTEBOOK_DIR", "SOLUTION_DIR", "PLANS", "KERNELSPEC", "DATASET_NOTEBOOKS", "NOTEBOOK_ORDER", "plan",
-           "notebook_jobs", "solution_jobs", "run_notebooks"]
+           "notebook_jobs", "solution_jobs", "run_notebooks", "AFTER"]
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 SOLUTION_DIR = NOTEBOOK_DIR / "solutions"
@@ -79,7 +79,9 @@ def plan(profile: str, dataset: str | None = None, only: list[str] | None = None
 
 
 # notebooks by decreasing running time (after the grid has trained every model)
-NOTEBOOK_ORDER = ["04", "07", "08", "05", "06", "03", "01", "02"]
+NOTEBOOK_ORDER = ["04", "05", "07", "08", "09", "06", "03", "01", "02"]
+# notebooks that read tables another notebook saves: they start only after those have finished
+AFTER = {"08": ("04", "05")}
 
 
 def _declared(path: Path, params: dict) -> dict:
@@ -143,7 +145,8 @@ def _execute(stem: str, params: dict, name: str, target: str, notebook_dir: str)
 
 def run_notebooks(jobs: list[tuple[str, dict, str, str]], workers: int | None = None, notebook_dir=None):
     """Execute ``(stem, parameters, name, target)`` jobs with papermill, ``workers`` at a time
-    (default: one per core), each in its own process with its own kernel. Returns None, or
+    (default: one per core), each in its own process with its own kernel, in order except that a
+    notebook listed in `AFTER` waits for the notebooks it reads from. Returns None, or
     ``(stem, name, target, error)`` of the first notebook that failed (the ones already running
     finish; no new one starts)."""
     import concurrent.futures as cf
@@ -155,9 +158,18 @@ def run_notebooks(jobs: list[tuple[str, dict, str, str]], workers: int | None = 
         pending = {}
         queue = list(jobs)
         failed = None
+        def ready(job):  # the notebooks it reads from have run (or are not part of this run)
+            wanted = set(AFTER.get(job[0][:2], ())) & {j[0][:2] for j in jobs}
+            waiting = {j[0][:2] for j in queue if j is not job} | {by_name[n][0][:2] for n in pending.values()}
+            return not (wanted & waiting)
+
         while queue or pending:
             while queue and len(pending) < workers and failed is None:
-                stem, params, name, target = queue.pop(0)
+                job = next((j for j in queue if ready(j)), None)
+                if job is None:
+                    break
+                queue.remove(job)
+                stem, params, name, target = job
                 print(f"[replicate] {name}  {params}", flush=True)
                 pending[pool.submit(_execute, stem, params, name, target, str(notebook_dir))] = name
             if not pending:
