@@ -305,9 +305,9 @@ def test_variant_verdicts_pair_by_world_and_read_a_rank_the_right_way_round():
     # rank: the strongest baseline is the lowest mean, and a lower rank "beats"
     assert transfer.strongest_baseline(df, "rank_all_delta") == "linear transfer"
     r = found[(VARIANT_ROW, PAPER_ROW, "rank_all_delta")]
-    low, high = _hand_interval(np.subtract(PER_WORLD[PAPER_ROW]["rank_all_delta"], PER_WORLD[VARIANT_ROW]["rank_all_delta"]))
-    assert (r.low, r.high) == pytest.approx((low, high)) and r.word == "beats" and r.margin is None
-    assert "lower is better" in r.metric
+    low, high = _hand_interval(np.subtract(PER_WORLD[VARIANT_ROW]["rank_all_delta"], PER_WORLD[PAPER_ROW]["rank_all_delta"]))
+    assert (r.low, r.high) == pytest.approx((low, high)) and high < 0 and r.word == "beats" and r.margin is None
+    assert "lower is better" in r.sentence()
     assert found[(VARIANT_ROW, "linear transfer", "rank_all_delta")].word == "loses to"
     table = transfer.verdict_rows(df, meta, ["r2_deg", "rank_all_delta"])
     assert "| cross-line pairs | paper model | **beats**" in table and "(linear transfer)" in table

@@ -27,7 +27,7 @@ import os
 
 __all__ = ["TASKS", "VARIANTS", "DEFAULT_TASKS", "DEFAULT_VARIANTS", "DEVELOPMENT_WORLDS", "task_names",
            "variant_names", "variant_training", "variant_label", "context_tasks", "evaluate_variants",
-           "teaching_curve", "control_code_offsets", "RANK_METRICS", "variant_verdicts", "verdict_rows", "strongest_baseline",
+           "teaching_curve", "control_code_offsets", "variant_verdicts", "verdict_rows", "strongest_baseline",
            "conclusions", "condition_gains", "gain_sentences", "plot_gains"]
 
 TASKS: dict[str, dict] = {
@@ -315,20 +315,15 @@ def control_code_offsets(model, adata) -> dict:
 
 
 # ----------------------------------------------------------------------------- verdicts
-# Metrics where lower is better (PerturBench's rank: 0 perfect, 0.5 random).
-RANK_METRICS = ("rank_all_delta", "rank_deg_delta")
-
-
-def _lower_is_better(metric: str) -> bool:
-    return metric.removeprefix("mean_").removeprefix("median_") in RANK_METRICS
-
-
 def strongest_baseline(table, metric: str) -> str:
-    """The baseline row with the best mean on ``metric`` (the highest; the lowest for a rank)."""
+    """The baseline row with the best mean on ``metric`` (the highest; the lowest for a rank,
+    `xtcdr.verdicts.lower_is_better`)."""
+    from .verdicts import best_row
+
     values = table.loc[table["kind"] == "baseline", metric].astype(float)
     if values.dropna().empty:
         raise ValueError(f"no baseline row has a value of {metric!r}")
-    return str(values.idxmin() if _lower_is_better(metric) else values.idxmax())
+    return best_row(values, metric)
 
 
 def variant_verdicts(table, meta: dict, metrics) -> list:
@@ -336,9 +331,8 @@ def variant_verdicts(table, meta: dict, metrics) -> list:
     against the paper model (``meta['paired_reference']``) and against the strongest baseline on
     each metric (`strongest_baseline`), paired world by world (`xtcdr.verdicts.verdict`).
 
-    On a rank metric (`RANK_METRICS`, lower is better) the verdict compares the negated values, so
-    that *beats* still means better: the metric is named ``"<metric> (lower is better)"`` and the
-    difference is the other's rank minus this one's.
+    On a rank metric (lower is better) *beats* means a lower rank (`xtcdr.verdicts.verdict` knows
+    the direction); the difference is always this row minus the other.
     """
     import numpy as np
 
@@ -357,12 +351,11 @@ def variant_verdicts(table, meta: dict, metrics) -> list:
 
     out = []
     for metric in metrics:
-        sign, name = (-1.0, f"{metric} (lower is better)") if _lower_is_better(metric) else (1.0, metric)
         best = strongest_baseline(table, metric)
         for label in models:
             for other in ([reference] if label != reference else []) + [best]:
-                out.append(verdict(sign * values(label, metric), sign * values(other, metric), method=label,
-                                   other_name=other, metric=name, converged=converged(label) and converged(other),
+                out.append(verdict(values(label, metric), values(other, metric), method=label,
+                                   other_name=other, metric=metric, converged=converged(label) and converged(other),
                                    varies=str(meta.get("varies", WORLDS)), margin=margin_for(metric)))
     return out
 
@@ -376,12 +369,12 @@ def verdict_rows(table, meta: dict, metrics) -> str:
     named = len(set(strongest.values())) > 1
     rows: dict[tuple[str, str], dict[str, str]] = {}
     for v in variant_verdicts(table, meta, metrics):
-        metric = v.metric.split(" ")[0]
+        metric = v.metric
         against = "paper model" if v.other == reference else "strongest baseline"
         rows.setdefault((_short(v.method), against), {})[metric] = v.cell() + (f" ({v.other})" if named and against != "paper model" else "")
     head = ", ".join(f"{m}: {b}" for m, b in strongest.items()) if named else next(iter(strongest.values()))
-    lines = [f"Strongest baseline: {head}. Rank metrics: lower is better, so the verdict compares the negated "
-             "rank (*beats* = a lower rank; difference = the other's rank minus this one's).", "",
+    lines = [f"Strongest baseline: {head}. Rank metrics: lower is better (*beats* = a lower rank; the "
+             "difference is this row's rank minus the other's).", "",
              "| configuration | against | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
     for (method, against), cells in rows.items():
         lines.append(f"| {method} | {against} | " + " | ".join(cells.get(m, "") for m in metrics) + " |")
