@@ -31,6 +31,7 @@ PLANS: dict[str, list[tuple[str, dict]]] = {
         ("06_combinatorial", {"dataset": "synthetic_combo"}),
         ("07_ablations", {"dataset": "synthetic_drugs"}),
         ("08_transfer_across_contexts", {}),
+        ("09_real_cells", {}),
     ],
     "paper": [
         ("01_data_and_pairing", {"dataset": "sciplex3"}),
@@ -78,7 +79,7 @@ def plan(profile: str, dataset: str | None = None, only: list[str] | None = None
 
 
 # notebooks by decreasing running time (after the grid has trained every model)
-NOTEBOOK_ORDER = ["04", "07", "08", "05", "06", "03", "01", "02"]
+NOTEBOOK_ORDER = ["04", "07", "08", "09", "05", "06", "03", "01", "02"]
 
 
 def _execute(stem: str, params: dict, name: str, target: str, notebook_dir: str) -> tuple[str, str, float]:
