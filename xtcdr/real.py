@@ -419,14 +419,13 @@ def plot_knockout_scores(panels: list[dict], *, metric: str = "r2_deg", floor: f
         low = min(floor, float(np.nanmin(np.r_[x, y]))) if len(both) else floor
         high = max(1.0, float(np.nanmax(np.r_[x, y]))) if len(both) else 1.0
         ax.plot([low, high], [low, high], color="0.4", lw=0.8, ls="--")
-        ax.set_xlabel(f"{panel['baseline_name']}: {metric}", fontsize=9)
+        ax.set_xlabel(f"{panel['baseline_name']}: {metric}"
+                      + (f"\n{int(clipped.sum())} below {floor:g} drawn at {floor:g} (red triangles)" if clipped.any() else ""),
+                      fontsize=9)
         ax.set_ylabel(f"model: {metric}", fontsize=9)
         ax.set_title(panel["title"], fontsize=10)
         ax.legend(fontsize=8, loc="upper left")
         ax.grid(alpha=0.3)
-        if clipped.any():
-            ax.text(0.98, 0.02, f"{int(clipped.sum())} drawn at {floor:g} (triangles)", transform=ax.transAxes,
-                    ha="right", va="bottom", fontsize=8, color="C3")
     if title:
         fig.suptitle(title)
     fig.tight_layout()
