@@ -182,6 +182,10 @@ def notebook_trainings(stem: str, params: dict) -> list[Training]:
                 add_worlds(dataset=transfer.TASKS[task]["dataset"], **training)
         world = int(params.get("curve_world", DEV_CURVE_WORLD))  # the teaching curve: a development world
         add(dataset=transfer.TASKS[names[0]]["dataset"], seed=world, prepare_seed=world, curve=True)
+    elif number == "09":  # real cells: the records notebook 09 evaluates, folds as worlds (xtcdr.real)
+        from . import real
+
+        out += real.notebook_trainings(params, profile=profile, notebooks=(stem,))
     return out
 
 

@@ -32,6 +32,7 @@ PLANS: dict[str, list[tuple[str, dict]]] = {
         ("06_combinatorial", {"dataset": "synthetic_combo"}),
         ("07_ablations", {"dataset": "synthetic_drugs"}),
         ("08_transfer_across_contexts", {}),
+        ("09_real_cells", {}),
     ],
     "paper": [
         ("01_data_and_pairing", {"dataset": "sciplex3"}),
