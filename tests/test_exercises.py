@@ -69,7 +69,8 @@ def problems(notebook, solutions, number: str) -> list[str]:
         out.append(f"exercises {missing} have no 'Exercise k' section in {number}_solutions.ipynb")
     stray = sorted(set(sections) - set(answerable))
     if stray:
-        out.append(f"{number}_solutions.ipynb has sections for exercises {stray}, which do not exist or are discussions")
+        out.append(f"{number}_solutions.ipynb has sections for exercises {stray}, "
+                   "which do not exist or are discussions")
     return out
 
 
@@ -93,7 +94,8 @@ def test_solutions_follow_the_conventions(path):
         f"{path.name}: the title should read '# {number} · Solutions to the exercises of {number} · <title of "
         f"{solved[0].name}>', found {title!r}")
     code = [c for c in nb.cells if c.cell_type == "code"]
-    assert code and "parameters" in code[0].metadata.get("tags", []), f"{path.name}: first code cell is not tagged parameters"
+    assert code and "parameters" in code[0].metadata.get("tags", []), (
+        f"{path.name}: the first code cell is not tagged parameters")
     assert not any("warnings.filterwarnings" in c.source for c in code), (
         f"{path.name} filters warnings; fix a warning at its cause or show it")
 
