@@ -6,8 +6,9 @@ next ``## `` heading) is a numbered list. Each item either contains ``*Expect`` 
 range that the solution asserts) or is marked ``(discussion)`` (no single answer). Every other
 item ``k`` has a section headed ``Exercise k`` in ``notebooks/solutions/NN_solutions.ipynb``, and
 that notebook has no section for an exercise that does not exist or is a discussion question. The
-solutions notebooks themselves follow the notebooks' conventions: a title naming the notebook
-they solve, a first code cell tagged ``parameters``, and no ``warnings.filterwarnings``.
+solutions notebooks themselves follow the notebooks' conventions: the title ``NN · Solutions to
+the exercises of <the title of notebook NN>``, a first code cell tagged ``parameters``, and no
+``warnings.filterwarnings``.
 """
 from __future__ import annotations
 
@@ -89,10 +90,11 @@ def test_solutions_follow_the_conventions(path):
     nb = nbformat.read(path, as_version=4)
     solved = [p for p in NOTEBOOKS if p.stem.startswith(number)]
     assert solved, f"{path.name} solves no notebook {number}_*.ipynb"
+    solved_title = nbformat.read(solved[0], as_version=4).cells[0].source.splitlines()[0].removeprefix("# ")
+    expected = f"# {number} · Solutions to the exercises of {solved_title}"
     title = nb.cells[0].source.splitlines()[0] if nb.cells and nb.cells[0].cell_type == "markdown" else ""
-    assert title.startswith(f"# {number} · Solutions to the exercises of {number} · "), (
-        f"{path.name}: the title should read '# {number} · Solutions to the exercises of {number} · <title of "
-        f"{solved[0].name}>', found {title!r}")
+    assert title == expected, (
+        f"{path.name}: the title should read {expected!r} (the title of {solved[0].name}), found {title!r}")
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert code and "parameters" in code[0].metadata.get("tags", []), (
         f"{path.name}: the first code cell is not tagged parameters")
