@@ -17,7 +17,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")) + sorted((ROOT / "notebooks" / "solutions").glob("*.ipynb"))
-EXECUTED = sorted((ROOT / "reports" / "notebooks").glob("*.ipynb"))
+EXECUTED = (sorted((ROOT / "reports" / "notebooks").glob("*.ipynb"))
+            + sorted((ROOT / "reports" / "notebooks" / "solutions").glob("*.ipynb")))
 
 # constants that prose may state: settings of the paper, the simulator or a profile, not results
 CONSTANTS = {
