@@ -80,7 +80,7 @@ def run_trainings(n_folds: int, *, profile: str = "quick", remedy: bool = True, 
 
     The control offset swap (`SWAP`) changes prediction only and reuses the ``"jurkat"`` models.
     """
-    from .grid import Training
+    from .record import Training
     from .transfer import VARIANTS
 
     n_folds = int(n_folds)
