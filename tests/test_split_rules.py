@@ -11,7 +11,6 @@ import dataclasses
 
 import anndata
 import numpy as np
-import pandas as pd
 import pytest
 from anndata import AnnData
 
@@ -25,17 +24,11 @@ DRUGS = [f"drug_{i:02d}" for i in range(13)]
 
 def make(layout: dict[str, list[str]], cells: int = 6, controls: int = 10) -> AnnData:
     """Obs in the standard schema: cell type -> the perturbations measured there."""
-    rows = []
-    for ct, perts in layout.items():
-        rows += [(ct, "control")] * controls
-        for p in perts:
-            rows += [(ct, p)] * cells
-    obs = pd.DataFrame(rows, columns=["cell_type", "perturbation"])
-    obs["dose"] = np.nan
-    obs["is_control"] = obs["perturbation"] == "control"
-    obs["condition"] = obs["cell_type"] + "_" + obs["perturbation"]
-    obs.index = [f"cell{i}" for i in range(len(obs))]
-    return AnnData(np.zeros((len(obs), 1), dtype=np.float32), obs=obs)
+    from test_pairing import make as build
+
+    rows = [row for ct, perts in layout.items()
+            for row in [(ct, "control", controls)] + [(ct, p, cells) for p in perts]]
+    return build(cell_types=(), perturbations=(), extra=rows)
 
 
 def three_lines() -> AnnData:
