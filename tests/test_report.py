@@ -339,11 +339,23 @@ def test_readme_scoreboard_sentence_counts_the_committed_verdicts():
              if r["section"] == "paper"]
     counts = Counter(row["verdict"] for row in board)
     readme = " ".join((root / "README.md").read_text().split())
-    found = {word: int(n) for n, word in re.findall(
-        r"\*\*(\d+) (hold against control only|hold|are equivalent|do not hold|are inconclusive)\*\*", readme)}
+    singular = {"holds": "hold", "holds against control only": "hold against control only",
+                "is equivalent": "are equivalent", "does not hold": "do not hold", "is inconclusive": "are inconclusive"}
+    found = {singular.get(word, word): int(n) for n, word in re.findall(
+        r"\*\*(\d+) (holds? against control only|holds?|(?:is|are) equivalent|do(?:es)? not hold|(?:is|are) inconclusive)\*\*",
+        readme)}
     assert re.search(rf"of the {len(board)} claims", readme)
     assert found.get("hold", 0) == counts["holds"]
     assert found.get("hold against control only", 0) == counts["holds against control only"]
     assert found.get("are equivalent", 0) == counts["equivalent"]
     assert found.get("do not hold", 0) == counts["does not hold"]
     assert found.get("are inconclusive", 0) == counts["inconclusive"]
+
+
+def test_oracle_line_reads_lower_is_better_metrics_the_right_way():
+    """A rank above the oracle's (worse) does not 'reach' it; an R^2 below the oracle's does not either."""
+    df = pd.DataFrame({"kind": ["model", "baseline", "oracle"], "r2_deg": [0.7, 0.99, 0.98],
+                       "rank_all_delta": [0.11, 0.0, 0.003]}, index=["model", "shift", "oracle"])
+    line = report._oracle_line([({"name": "t", "metrics": ["r2_deg", "rank_all_delta"]}, df)])
+    assert "shift on r2_deg (t)" in line and "shift on rank_all_delta (t)" in line
+    assert "model on" not in line

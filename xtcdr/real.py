@@ -101,7 +101,7 @@ def notebook_trainings(params: dict, *, profile: str = "quick", notebooks=()) ->
     """The flat list of `run_trainings` for notebook 09's parameters (``n_folds``,
     ``trained_remedy``, ``held_out_conditions``): what `xtcdr.grid.notebook_trainings` plans."""
     runs = run_trainings(int(params.get("n_folds", 4)), profile=profile,
-                         remedy=bool(params.get("trained_remedy", False)),
+                         remedy=bool(params.get("trained_remedy", True)),
                          conditions=bool(params.get("held_out_conditions", True)), notebooks=notebooks)
     return [t for records in runs.values() for t in records]
 

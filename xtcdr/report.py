@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from .paper import PAPER
-from .verdicts import (MARGIN, SCORE_WORDS, WORLDS, best_row, convergence_line, fmt, scoreboard,
+from .verdicts import (MARGIN, SCORE_WORDS, WORLDS, best_row, convergence_line, fmt, lower_is_better, scoreboard,
                        scoreboard_markdown, table_verdicts, verdict_markdown)
 
 __all__ = ["reports_dir", "versions", "save_table", "save_figure", "load_tables", "markdown_table",
@@ -350,7 +350,8 @@ def _oracle_line(tables) -> str:
         metrics = [m for m in meta.get("metrics", []) if m in df.columns]
         for name, row in df[df["kind"].isin(["model", "baseline"])].iterrows():
             for m in metrics:
-                if pd.notna(row[m]) and pd.notna(oracle[m].iloc[0]) and row[m] >= oracle[m].iloc[0]:
+                value, best = row[m], oracle[m].iloc[0]
+                if pd.notna(value) and pd.notna(best) and (value <= best if lower_is_better(m) else value >= best):
                     reached.append(f"{name} on {m} ({meta['name']})")
     if not reached:
         return ("- Oracle: no method reaches the oracle row (an independent replicate's mean from 10x "
