@@ -398,7 +398,8 @@ def _legend(board: list[dict]) -> str:
             f"zero); *equivalent*: the interval lies inside ±{MARGIN:g} (the equivalence margin: the median "
             "shortfall of the replicate oracle on development worlds, `reports/benchmarks/margin_dev.json`); "
             "*holds against control only*: beats the paper's Baseline (control) but loses to a baseline that "
-            "reads the same inputs; *does not hold*: loses to both; *inconclusive*: the interval contains zero "
+            "reads the same inputs; *does not hold*: loses to the strongest baseline and does not beat the "
+            "control; *inconclusive*: the interval contains zero "
             "and reaches past the margin (more worlds needed: the cell says about how many the observed spread "
             "suggests), a model still learning at its step cap, or one world. Counts: "
             + ", ".join(f"{w} {counts.get(w, 0)}" for w in SCORE_WORDS) + ".")

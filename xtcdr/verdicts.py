@@ -348,8 +348,8 @@ def claim_verdict(df: pd.DataFrame, meta: dict, metric: str) -> tuple[str, str, 
     Returns ``(word, strongest baseline, its verdict)``: *holds* when the model beats the
     strongest baseline (the highest mean on ``metric``); *equivalent* when the two are equivalent
     within the margin; *holds against control only* when it loses to the strongest but beats the
-    control baseline (the paper's Baseline); *does not hold* when it loses to both;
-    *inconclusive* for a model still learning at its cap, a single world, or an interval that
+    control baseline (the paper's Baseline); *does not hold* when it loses to the strongest and
+    does not beat the control; *inconclusive* for a model still learning at its cap, a single world, or an interval that
     contains zero and reaches past the margin.
     """
     models = list(df.index[df["kind"] == "model"])
