@@ -60,9 +60,14 @@ site: $(STAMP)
 site-check: site
 	$(PY) tests/browser/site_check.py --site build/site
 
+# In `make test` the lab check runs the notebooks under a minute in JupyterLab (01-03, 06, 08, 09:
+# notebook 02's widgets among them); 04, 05 and 07 run under nbval in the same `make test`, and
+# `make lab-check` runs all nine. This keeps `make test` within 15 minutes on a 2-core machine.
+TEST_LAB_NOTEBOOKS ?= 01,02,03,06,08,09
+
 browser-check: $(STAMP)
 	@if [ -x /usr/bin/chromium ] || command -v chromium >/dev/null 2>&1; then \
-	  $(MAKE) --no-print-directory lab-check && $(MAKE) --no-print-directory site-check; \
+	  $(PY) tests/browser/lab_check.py --only $(TEST_LAB_NOTEBOOKS) && $(MAKE) --no-print-directory site-check; \
 	else \
 	  echo "lab-check and site-check SKIPPED: chromium not found (apt-get install -y chromium)"; \
 	fi
