@@ -26,13 +26,19 @@ def toy_adata(seed: int = 1) -> ad.AnnData:
     for ct, pert, n, split in layout:
         rows.append(rng.normal(len(pert), 1.0, (n, N_GENES)))
         obs += [dict(cell_type=ct, perturbation=pert, split=split)] * n
-    obs = pd.DataFrame(obs)
+    return _anndata(obs, rows, ["g1", "g2", "g4"])
+
+
+def _anndata(obs_rows: list[dict], blocks: list, degs: list[str]) -> ad.AnnData:
+    """AnnData in the standard schema from per-cell obs rows and expression blocks; every
+    condition gets the DEG list ``degs``."""
+    obs = pd.DataFrame(obs_rows)
     obs["is_control"] = obs["perturbation"] == "control"
     obs["condition"] = obs["cell_type"] + "_" + obs["perturbation"]
     obs.index = [f"c{i}" for i in range(len(obs))]
-    adata = ad.AnnData(np.vstack(rows).astype(np.float32), obs=obs,
-                       var=pd.DataFrame(index=[f"g{i}" for i in range(N_GENES)]))
-    adata.uns["top_degs"] = {c: ["g1", "g2", "g4"] for c in set(obs["condition"])}
+    X = np.vstack(blocks).astype(np.float32)
+    adata = ad.AnnData(X, obs=obs, var=pd.DataFrame(index=[f"g{i}" for i in range(X.shape[1])]))
+    adata.uns["top_degs"] = {c: list(degs) for c in set(obs["condition"])}
     return adata
 
 
@@ -178,14 +184,7 @@ def linear_world(seed: int = 0, n_train: int = 20, noise: float = 1e-4) -> tuple
         n = 8 if pert == "control" else 4
         cells.append(mean + noise * rng.normal(size=(n, n_genes)))
         obs += [dict(cell_type=ct, perturbation=pert, split="test" if pert == "d" else "train")] * n
-    obs = pd.DataFrame(obs)
-    obs["is_control"] = obs["perturbation"] == "control"
-    obs["condition"] = obs["cell_type"] + "_" + obs["perturbation"]
-    obs.index = [f"c{i}" for i in range(len(obs))]
-    adata = ad.AnnData(np.vstack(cells).astype(np.float32), obs=obs,
-                       var=pd.DataFrame(index=[f"g{i}" for i in range(n_genes)]))
-    adata.uns["top_degs"] = {k: [f"g{i}" for i in range(5)] for k in set(obs["condition"])}
-    return adata, {"truth_B_d": means[("B", "d")]}
+    return _anndata(obs, cells, [f"g{i}" for i in range(5)]), {"truth_B_d": means[("B", "d")]}
 
 
 def test_linear_transfer_recovers_an_exact_linear_map():
