@@ -15,7 +15,7 @@ Held-out *conditions* (``test_rule="conditions"``) ask the covariate-transfer qu
 This module holds what notebook 09 and the training grid share, so that they agree by
 construction:
 
-- `run_trainings` / `notebook_trainings`: the notebook's trainings as `xtcdr.grid.Training`
+- `run_trainings` / `notebook_trainings`: the notebook's trainings as `xtcdr.record.Training`
   records, and `profile_of` the profile each evaluation passes to
   `xtcdr.experiments.evaluate_worlds` (same checkpoint folders);
 - `noise_floor`: per knockout and context, does it move expression beyond noise? DEG counts
@@ -68,7 +68,7 @@ ALPHA = 0.05
 # ---------------------------------------------------------------------------------------------
 def run_trainings(n_folds: int, *, profile: str = "quick", remedy: bool = True, conditions: bool = True,
                   notebooks=()) -> dict[str, list]:
-    """Every training notebook 09 makes, as `xtcdr.grid.Training` records per evaluation.
+    """Every training notebook 09 makes, as `xtcdr.record.Training` records per evaluation.
 
     Returns evaluation -> one record per fold (fold *k*: ``prepare_seed=k``, training seed *k*):
 

@@ -9,7 +9,7 @@ only). A variant that changes training is trained, selected on the transfer vali
 *without* the swap.
 
 ``TASKS``: the cross-context tasks (Table 1 and Table 2 analogs, the cross-line knockdowns).
-``VARIANTS``: name -> what it changes in training (`xtcdr.grid.Training` overrides) and at
+``VARIANTS``: name -> what it changes in training (`xtcdr.record.Training` overrides) and at
 prediction (``offset`` of `xtcdr.evaluate.ModelPredictor`), with a one-line idea.
 
 - `context_tasks`: a ``tasks_of`` for `xtcdr.experiments.evaluate_worlds` with the cross-context
